@@ -1,0 +1,218 @@
+"""OutcomeRouter: deposit packets, route a problem to the outcomes of similar problems.
+
+The router is the same whatever store sits underneath; `make_router` picks the store
+from a name or a URL-like string.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+from urllib.parse import parse_qsl, urlparse
+
+from .embeddings import Embedder, get_embedder
+from .packet import OutcomePacket
+from .transports import REGISTRY, QueryFilter, Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+Hit = tuple[OutcomePacket, float]
+
+
+@dataclass
+class Synthesis:
+    """What the agents who met a similar problem found, weighted by similarity x confidence."""
+
+    matches: list[Hit]
+    outcome_counts: dict[str, int] = field(default_factory=dict)
+    consensus: str | None = None  # the outcome type with the most weight, None with no matches
+    support: float = 0.0  # its share of the total weight, 0..1
+
+    @classmethod
+    def of(cls, matches: list[Hit]) -> "Synthesis":
+        weights: dict[str, float] = defaultdict(float)
+        for packet, score in matches:
+            weights[packet.outcome_type] += max(score, 0.0) * packet.confidence
+        total = sum(weights.values())
+        consensus = max(weights, key=weights.get) if weights else None
+        return cls(
+            matches=matches,
+            outcome_counts=dict(Counter(p.outcome_type for p, _ in matches)),
+            consensus=consensus,
+            support=weights[consensus] / total if consensus is not None and total > 0 else 0.0,
+        )
+
+
+def _check_optional_text(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{name} must be None or a non-empty string, got {value!r}")
+
+
+class OutcomeRouter:
+    def __init__(self, transport: Transport, embedder: Embedder | None = None):
+        self.transport = transport
+        self.embedder = embedder if embedder is not None else get_embedder()
+        if self.embedder.dim != transport.dim:
+            raise ValueError(f"embedder {self.embedder.name} gives {self.embedder.dim}-d vectors but the "
+                             f"{transport.name} store holds {transport.dim}-d vectors")
+        self._counts: Counter = Counter()
+        self._counts_lock = threading.Lock()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
+    def deposit(self, packet: OutcomePacket) -> str:
+        """Store one packet; returns its id. Depositing the same packet again overwrites it."""
+        return self.deposit_many([packet])[0]
+
+    def deposit_many(self, packets: Iterable[OutcomePacket]) -> list[str]:
+        """One batched encode and one batched write; returns the ids in the order given."""
+        packets = list(packets)
+        for i, packet in enumerate(packets):
+            if not isinstance(packet, OutcomePacket):
+                raise TypeError(f"deposit takes OutcomePacket objects, item {i} is a {type(packet).__name__}")
+        ids = [p.packet_id for p in packets]
+        unique = list({pid: p for pid, p in zip(ids, packets)}.values())  # a packet twice in a batch is one write
+        if unique:
+            vectors = self.embedder.encode([p.problem_description for p in unique])
+            self.transport.upsert([p.packet_id for p in unique], vectors, [p.to_payload() for p in unique])
+            self._count("deposits", len(unique))
+        return ids
+
+    def query(self, problem: str, top_k: int = 10, domain: str | None = None, min_confidence: float = 0.0,
+              exclude_agent: str | None = None, now: float | None = None) -> list[Hit]:
+        """The live packets whose problems are most similar to `problem`, best first.
+
+        Every filter runs inside the store, so expired or filtered-out packets never take
+        a place in the top k.
+        """
+        if not isinstance(problem, str) or not problem.strip():
+            raise ValueError(f"problem must be a non-empty string, got {problem!r}")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) \
+                or not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be a number between 0.0 and 1.0, got {min_confidence!r}")
+        _check_optional_text("domain", domain)
+        _check_optional_text("exclude_agent", exclude_agent)
+        now = time.time() if now is None else now
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        flt = QueryFilter(now=float(now), domain=domain, min_confidence=float(min_confidence),
+                          exclude_agent=exclude_agent)
+        vector = self.embedder.encode([problem])[0]
+        hits = self.transport.query(vector, top_k, flt)
+        self._count("queries")
+        return self._packets(hits)
+
+    def _packets(self, hits: Sequence[tuple[dict, float]]) -> list[Hit]:
+        out = []
+        for payload, score in hits:
+            try:
+                out.append((OutcomePacket.from_payload(payload), score))
+            except (ValueError, TypeError) as exc:
+                # Written by an older or foreign writer: skip it, do not fail the query.
+                self._count("skipped_payloads")
+                log.warning("skipping a stored payload that is not a valid packet: %s", exc)
+        return out
+
+    def synthesize(self, my_problem: str, my_outcome: OutcomePacket, top_k: int = 10, **filters) -> Synthesis:
+        """Deposit my outcome, then learn what other agents found for a similar problem."""
+        self.deposit(my_outcome)
+        matches = self.query(my_problem, top_k=top_k, exclude_agent=my_outcome.agent_id, **filters)
+        return Synthesis.of(matches)
+
+    def get(self, packet_ids: Sequence[str]) -> dict[str, OutcomePacket]:
+        """The stored packets among `packet_ids` (missing ids are left out)."""
+        found = self.transport.get(list(packet_ids))
+        return {pid: packet for pid, payload in found.items()
+                for packet, _ in self._packets([(payload, 0.0)])}
+
+    def stats(self) -> dict[str, Any]:
+        with self._counts_lock:
+            counts = dict(self._counts)
+        return {
+            "transport": self.transport.name,
+            "embedder": self.embedder.name,
+            "packets": self.transport.count(),
+            "deposits": counts.get("deposits", 0),
+            "queries": counts.get("queries", 0),
+            "skipped_payloads": counts.get("skipped_payloads", 0),
+            **{k: v for k, v in vars(self.transport.capabilities).items()},
+        }
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "OutcomeRouter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+URL_FORMS = (
+    "memory://",
+    "chroma://  (ephemeral)", "chroma:///PATH", "chroma://HOST:PORT",
+    "qdrant://  (:memory:)", "qdrant:///PATH", "qdrant://HOST:PORT[,HOST:PORT...]",
+    "qdrant-edge://  (temporary)", "qdrant-edge:///PATH",
+)
+
+
+def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
+    """'qdrant://h1:6333,h2:6343?replication_factor=2' -> ('qdrant', {...options})."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in REGISTRY:
+        raise ValueError(f"bad store url {url!r}; use one of: {', '.join(URL_FORMS)}")
+    location, _, query = rest.partition("?")
+    options: dict[str, Any] = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
+    if location.startswith("/"):  # scheme:///path
+        if scheme in ("memory",):
+            raise ValueError(f"the memory transport takes no path: {url!r}")
+        options["path"] = location
+    elif location:
+        if scheme not in ("chroma", "qdrant"):
+            raise ValueError(f"{scheme} runs in-process and takes no host: {url!r}; use {scheme}:///PATH")
+        urls = []
+        for node in location.split(","):
+            try:
+                parsed = urlparse(f"http://{node}")
+                port = parsed.port
+            except ValueError:
+                port = None
+                parsed = None
+            if parsed is None or not parsed.hostname or port is None:
+                raise ValueError(f"bad node {node!r} in {url!r}: expected HOST:PORT")
+            urls.append(f"http://{parsed.hostname}:{port}")
+        if scheme == "chroma":
+            if len(urls) > 1:
+                raise ValueError(f"chroma takes one server, got {len(urls)} in {url!r}")
+            options["url"] = urls[0]
+        else:
+            options["urls" if len(urls) > 1 else "url"] = urls if len(urls) > 1 else urls[0]
+    return scheme, options
+
+
+def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = None, **options) -> OutcomeRouter:
+    """A router over the named store: make_router("qdrant-edge", path="data/store") or
+    make_router("qdrant://localhost:6333"). `embedder` is an Embedder, a backend name
+    for `get_embedder`, or None for the default model."""
+    if not isinstance(name_or_url, str):
+        raise TypeError(f"make_router takes a transport name or url, got {type(name_or_url).__name__}")
+    if "://" in name_or_url:
+        name, url_options = parse_store_url(name_or_url)
+        options = {**url_options, **options}
+    else:
+        name = name_or_url
+        if name not in REGISTRY:
+            raise ValueError(f"unknown transport {name!r}; choose one of {sorted(REGISTRY)} "
+                             f"or a url: {', '.join(URL_FORMS)}")
+    if embedder is None or isinstance(embedder, str):
+        embedder = get_embedder(embedder)
+    options.setdefault("dim", embedder.dim)
+    return OutcomeRouter(open_transport(name, **options), embedder)

@@ -1,0 +1,105 @@
+"""ChromaDB transport: embedded (ephemeral or a persistent path) or a `chroma run` server.
+
+We always pass our own embeddings: Chroma's default embedding function would
+download a model. Domain tags are a list metadata field matched with `$contains`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .base import Capabilities, QueryFilter, check_dim, check_query, check_upsert
+
+
+def chroma_where(flt: QueryFilter) -> dict[str, Any]:
+    """The router's filter as a Chroma `where` clause."""
+    clauses: list[dict[str, Any]] = [
+        {"expires_at": {"$gt": flt.now}},
+        {"confidence": {"$gte": flt.min_confidence}},
+    ]
+    if flt.domain is not None:
+        clauses.append({"domain_tags": {"$contains": flt.domain}})
+    if flt.exclude_agent is not None:
+        clauses.append({"agent_id": {"$ne": flt.exclude_agent}})
+    return {"$and": clauses}
+
+
+def _to_metadata(payload: dict) -> dict:
+    # Chroma refuses empty lists: leave the key out, and put it back on the way out.
+    return {k: v for k, v in payload.items() if not (isinstance(v, list) and not v)}
+
+
+def _from_metadata(metadata: dict | None) -> dict:
+    payload = dict(metadata or {})
+    payload.setdefault("domain_tags", [])
+    return payload
+
+
+class ChromaTransport:
+    name = "chroma"
+
+    def __init__(self, path: str | None = None, url: str | None = None, collection: str = "outcomes",
+                 dim: int = 384, timeout: float = 10.0):
+        import chromadb
+        from chromadb.config import Settings
+
+        if path is not None and url is not None:
+            raise ValueError("give chroma either path= (embedded) or url= (server), not both")
+        self.dim = check_dim(dim)
+        settings = Settings(anonymized_telemetry=False)
+        if url is not None:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"chroma url must look like http://host:port, got {url!r}")
+            port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+            try:
+                self.client = chromadb.HttpClient(host=parsed.hostname, port=port, ssl=parsed.scheme == "https",
+                                                  settings=settings)
+            except Exception as exc:
+                raise ConnectionError(f"cannot reach the Chroma server at {url}: {exc}") from None
+        elif path is not None:
+            self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+        else:
+            self.client = chromadb.EphemeralClient(settings=settings)
+        self.url, self.path = url, path
+        self.capabilities = Capabilities(persistent=url is not None or path is not None,
+                                         shared=url is not None, server=url is not None)
+        self.collection = self.client.get_or_create_collection(
+            collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+        )
+        self._max_batch = self.client.get_max_batch_size()
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        vectors = check_upsert(self.dim, ids, vectors, payloads)
+        metadatas = [_to_metadata(p) for p in payloads]
+        for start in range(0, len(ids), self._max_batch):
+            end = start + self._max_batch
+            self.collection.upsert(ids=list(ids[start:end]), embeddings=vectors[start:end], metadatas=metadatas[start:end])
+
+    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        vector = check_query(self.dim, vector, top_k)
+        result = self.collection.query(
+            query_embeddings=vector[None, :], n_results=top_k, where=chroma_where(flt),
+            include=["metadatas", "distances"],
+        )
+        # cosine space: distance = 1 - cosine similarity
+        return [(_from_metadata(m), 1.0 - float(d)) for m, d in zip(result["metadatas"][0], result["distances"][0])]
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), self._max_batch):
+            result = self.collection.get(ids=ids[start:start + self._max_batch], include=["metadatas"])
+            out.update({i: _from_metadata(m) for i, m in zip(result["ids"], result["metadatas"])})
+        return out
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def close(self) -> None:
+        # PersistentClient keeps its SQLite files open until the process ends; dropping
+        # our references is the documented way to let go.
+        self.collection = None
+        self.client = None

@@ -1,0 +1,195 @@
+"""Qdrant through qdrant-client: local mode (":memory:" or a path), a server, or a cluster.
+
+Local mode is qdrant-client's pure-Python stand-in for the engine (exact search,
+filters checked in Python, payload indexes ignored); it is fine for demos and tests.
+For a cluster give several node URLs: qdrant-client talks to one URL and does not
+fail over (qdrant/qdrant-client#136), so this class moves to the next node itself
+when the current one stops answering. Writes are idempotent upserts by packet id,
+so sending one again to another node is safe.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .base import (Capabilities, QueryFilter, StoreBusyError, check_dim, check_query, check_upsert,
+                   check_uuid_ids)
+
+
+def qdrant_filter(flt: QueryFilter):
+    """The router's filter as a qdrant-client `models.Filter`."""
+    from qdrant_client import models
+
+    must = [
+        models.FieldCondition(key="expires_at", range=models.Range(gt=flt.now)),
+        models.FieldCondition(key="confidence", range=models.Range(gte=flt.min_confidence)),
+    ]
+    if flt.domain is not None:
+        must.append(models.FieldCondition(key="domain_tags", match=models.MatchValue(value=flt.domain)))
+    must_not = None
+    if flt.exclude_agent is not None:
+        must_not = [models.FieldCondition(key="agent_id", match=models.MatchValue(value=flt.exclude_agent))]
+    return models.Filter(must=must, must_not=must_not)
+
+
+def check_url(url: Any) -> str:
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"Qdrant node url must look like http://host:6333, got {url!r}")
+    return url
+
+
+def collection_params(dim: int, shard_number: int | None = None, replication_factor: int | None = None,
+                      write_consistency_factor: int | None = None) -> dict[str, Any]:
+    """Arguments for `create_collection`; cluster settings only when given."""
+    from qdrant_client import models
+
+    for key, value in (("shard_number", shard_number), ("replication_factor", replication_factor),
+                       ("write_consistency_factor", write_consistency_factor)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if replication_factor is not None and write_consistency_factor is not None \
+            and write_consistency_factor > replication_factor:
+        raise ValueError(f"write_consistency_factor ({write_consistency_factor}) cannot exceed "
+                         f"replication_factor ({replication_factor}): no write could ever succeed")
+    params: dict[str, Any] = {"vectors_config": models.VectorParams(size=dim, distance=models.Distance.COSINE)}
+    for key, value in (("shard_number", shard_number), ("replication_factor", replication_factor),
+                       ("write_consistency_factor", write_consistency_factor)):
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def payload_indexes():
+    from qdrant_client import models
+
+    return {
+        "domain_tags": models.PayloadSchemaType.KEYWORD,
+        "agent_id": models.PayloadSchemaType.KEYWORD,
+        "confidence": models.PayloadSchemaType.FLOAT,
+        "expires_at": models.PayloadSchemaType.FLOAT,
+    }
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    """True for errors that mean 'this node did not answer', where another node may."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, UnexpectedResponse) and exc.status_code in (502, 503, 504)
+
+
+class QdrantTransport:
+    name = "qdrant"
+
+    def __init__(self, location: str | None = None, path: str | None = None, url: str | None = None,
+                 urls: Sequence[str] | None = None, collection: str = "outcomes", dim: int = 384,
+                 shard_number: int | None = None, replication_factor: int | None = None,
+                 write_consistency_factor: int | None = None, timeout: int = 5, api_key: str | None = None,
+                 payload_index: bool = True):
+        from qdrant_client import QdrantClient
+
+        given = [k for k, v in (("location", location), ("path", path), ("url", url), ("urls", urls)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give qdrant one of location, path, url, urls; got {given}")
+        self.dim = check_dim(dim)
+        self.collection_name = collection
+        if url is not None:
+            urls = [url]
+        if urls is not None:
+            if isinstance(urls, str) or not urls:
+                raise ValueError(f"urls must be a non-empty list of node urls, got {urls!r}")
+            self.urls = [check_url(u) for u in urls]
+            self._clients = [QdrantClient(url=u, timeout=timeout, api_key=api_key, check_compatibility=False) for u in self.urls]
+            self.capabilities = Capabilities(persistent=True, shared=True, server=True)
+            self._lock = None  # a server handles concurrent requests itself
+        else:
+            self.urls = []
+            try:
+                client = QdrantClient(path=str(path)) if path is not None else QdrantClient(location=location or ":memory:")
+            except RuntimeError as exc:
+                if "already accessed" in str(exc):
+                    raise StoreBusyError(
+                        f"{path} is open in another qdrant-client (local mode allows one process at a time); "
+                        "close it, or use a Qdrant server to share a store") from None
+                raise
+            self._clients = [client]
+            self.capabilities = Capabilities(persistent=path is not None)
+            # Local mode has no locking between threads (qdrant-client#1193).
+            self._lock = threading.RLock()
+        self._active = 0
+        self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
+        self._call(self._ensure_collection, payload_index)
+
+    @property
+    def client(self):
+        return self._clients[self._active]
+
+    def _call(self, fn: Callable, *args, **kwargs):
+        """Run fn(client, ...) on the current node, moving on to the next node if it is down."""
+        if self._lock is not None:
+            with self._lock:
+                return fn(self.client, *args, **kwargs)
+        errors = []
+        for step in range(len(self._clients)):
+            index = (self._active + step) % len(self._clients)
+            try:
+                result = fn(self._clients[index], *args, **kwargs)
+            except Exception as exc:
+                if not _is_unreachable(exc):
+                    raise
+                errors.append(f"{self.urls[index]}: {type(exc).__name__}: {exc}")
+                continue
+            self._active = index
+            return result
+        raise ConnectionError("no Qdrant node answered: " + "; ".join(errors))
+
+    def _ensure_collection(self, client, payload_index: bool) -> None:
+        name = self.collection_name
+        if not client.collection_exists(name):
+            try:
+                client.create_collection(name, **self.params)
+            except Exception:
+                if not client.collection_exists(name):  # lost a race with another client: fine
+                    raise
+        info = client.get_collection(name)
+        size = info.config.params.vectors.size
+        if size != self.dim:
+            raise ValueError(f"collection {name!r} holds {size}-d vectors, not {self.dim}-d")
+        if payload_index and self.urls:  # local mode ignores payload indexes
+            for field, schema in payload_indexes().items():
+                if field not in (info.payload_schema or {}):
+                    client.create_payload_index(name, field_name=field, field_schema=schema, wait=True)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        from qdrant_client import models
+
+        vectors = check_upsert(self.dim, ids, vectors, payloads)
+        check_uuid_ids(ids)
+        batch = models.Batch(ids=list(ids), vectors=vectors.tolist(), payloads=[dict(p) for p in payloads])
+        # wait=True: answer only after the write-ahead log has it, so an ack means stored.
+        self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+
+    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        vector = check_query(self.dim, vector, top_k)
+        query_filter = qdrant_filter(flt)
+        result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
+                                                     query_filter=query_filter, with_payload=True))
+        return [(dict(p.payload or {}), float(p.score)) for p in result.points]
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict]:
+        check_uuid_ids(ids)
+        records = self._call(lambda c: c.retrieve(self.collection_name, ids=list(ids), with_payload=True))
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def count(self) -> int:
+        return self._call(lambda c: c.count(self.collection_name, exact=True).count)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()

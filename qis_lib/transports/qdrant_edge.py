@@ -1,0 +1,122 @@
+"""Qdrant Edge: the Qdrant engine itself, in-process (package qdrant-edge-py, module qdrant_edge).
+
+HNSW and payload indexes as in a Qdrant server, no network hop. The engine has no
+background optimizer: points written since the last `optimize()` are searched by
+brute force, which is exact but slower, so call `optimize()` after bulk loads.
+
+Durability: an upsert is acknowledged once `update()` has appended it to the
+write-ahead log. That survives a crash of the process (SIGKILL), not a power loss;
+`flush()` (done on close) syncs to disk.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from .base import (Capabilities, QueryFilter, StoreBusyError, check_dim, check_query, check_upsert,
+                   check_uuid_ids)
+
+
+def edge_filter(flt: QueryFilter):
+    """The router's filter as a qdrant_edge `Filter`."""
+    import qdrant_edge as qe
+
+    must = [
+        qe.FieldCondition("expires_at", range=qe.RangeFloat(gt=flt.now)),
+        qe.FieldCondition("confidence", range=qe.RangeFloat(gte=flt.min_confidence)),
+    ]
+    if flt.domain is not None:
+        must.append(qe.FieldCondition("domain_tags", match=qe.MatchValue(flt.domain)))
+    must_not = None
+    if flt.exclude_agent is not None:
+        must_not = [qe.FieldCondition("agent_id", match=qe.MatchValue(flt.exclude_agent))]
+    return qe.Filter(must=must, must_not=must_not)
+
+
+class QdrantEdgeTransport:
+    name = "qdrant-edge"
+
+    def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None):
+        import qdrant_edge as qe
+
+        self.dim = check_dim(dim)
+        self._tmpdir = None
+        if path is None:  # a throwaway store, removed on close
+            self._tmpdir = tempfile.mkdtemp(prefix="qis-edge-")
+            path = os.path.join(self._tmpdir, "shard")
+        self.path = str(path)
+        self.capabilities = Capabilities(persistent=self._tmpdir is None)
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        exists = os.path.isdir(os.path.join(self.path, "wal"))
+        try:
+            # load() with a config checks that the stored vectors have our size.
+            self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
+            if "incompatible" in str(exc):
+                raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
+            raise
+        stored = self.shard.info()
+        if payload_index:
+            schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
+                      "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
+            for field, kind in schema.items():
+                if field not in stored.payload_schema:
+                    self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        self._lock = threading.RLock()  # close() must not race a query
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        import qdrant_edge as qe
+
+        vectors = check_upsert(self.dim, ids, vectors, payloads)
+        check_uuid_ids(ids)
+        points = [qe.Point(pid, v.tolist(), dict(p)) for pid, v, p in zip(ids, vectors, payloads)]
+        with self._lock:
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        import qdrant_edge as qe
+
+        vector = check_query(self.dim, vector, top_k)
+        request = qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector.tolist()), filter=edge_filter(flt),
+                                  with_payload=True, params=self._params)
+        with self._lock:
+            hits = self.shard.query(request)
+        return [(dict(h.payload or {}), float(h.score)) for h in hits]
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict]:
+        check_uuid_ids(ids)
+        with self._lock:
+            records = self.shard.retrieve(list(ids), with_payload=True, with_vector=False)
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def count(self) -> int:
+        import qdrant_edge as qe
+
+        with self._lock:
+            return self.shard.count(qe.CountRequest(exact=True))
+
+    def optimize(self) -> bool:
+        """Build HNSW and payload indexes over everything written so far (synchronous)."""
+        with self._lock:
+            return self.shard.optimize()
+
+    def flush(self) -> None:
+        with self._lock:
+            self.shard.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.shard is not None:
+                self.shard.flush()
+                self.shard.close()
+                self.shard = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
