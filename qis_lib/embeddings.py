@@ -72,7 +72,8 @@ class SentenceTransformerEmbedder:
         else:
             self.model = SentenceTransformer(path, device=device, local_files_only=True)
         self.name = f"sentence-transformers:{MODEL_NAME}"
-        self.dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = get_dim()
         self.batch_size = batch_size
         self._lock = threading.Lock()  # torch modules are not safe to call from many threads at once
 
