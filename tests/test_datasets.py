@@ -1,0 +1,210 @@
+"""The GitBugs loader: hand-made Jira and Bugzilla layouts, the download cache, and the
+real Hadoop data when it is there (QIS_GITBUGS_DIR).
+
+If a fixture test fails, compare tests/fixtures/gitbugs_mini/ with the mapping table
+in qis_lib/datasets.py's docstring; if only the real-data tests fail, the data's
+layout may have changed (see its README)."""
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qis_lib import OutcomePacket
+from qis_lib import datasets
+from qis_lib.datasets import (load_gitbugs, map_resolution, normalise_resolution, parse_dates, problem_text,
+                              size_table)
+
+MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini"
+JIRA, BUGZILLA = MINI / "jira", MINI / "bugzilla"
+
+
+def real_dir():
+    path = os.environ.get(datasets.ENV_DIR)
+    if not path or not Path(path).is_dir():
+        pytest.skip(f"real GitBugs data absent: set {datasets.ENV_DIR} to a GitBugs project folder "
+                    "(in this project: ../shared/data/gitbugs/hadoop)")
+    return path
+
+
+def test_jira_layout_loads_with_mapped_fields():
+    ds = load_gitbugs(JIRA)
+    assert ds.project == "minijira"
+    assert len(ds.reports) == len(ds.packets) == 9
+    assert list(ds.reports["created"]) == sorted(ds.reports["created"])
+    by_id = {p.agent_id: p for p in ds.packets}
+    first = by_id["1001"]
+    assert first.problem_description == "NameNode fails to start after upgrade with edit log error"
+    assert first.outcome_type == "resolved"
+    assert set(first.domain_tags) == {"version:3.3.1", "version:3.4.0", "priority:blocker", "project:minijira"}
+    assert first.timestamp == pd.Timestamp("2021-01-02 10:00", tz="UTC").timestamp()
+    assert "same problem as 1003" in first.delta_summary and "resolved 2021-01-05" in first.delta_summary
+    assert by_id["1002"].outcome_type == "contradicted"  # Won't Fix
+    assert by_id["1003"].outcome_type == "partial"  # Duplicate
+    assert by_id["1004"].outcome_type == "open" and by_id["1004"].delta_summary == "Unresolved (Open)"
+    assert by_id["1005"].outcome_type == "contradicted"  # Cannot Reproduce
+    assert "version:3.3.0" not in by_id["1007"].domain_tags  # no affected version given
+
+
+def test_jira_duplicate_links_become_ordered_unique_pairs():
+    ds = load_gitbugs(JIRA)
+    # 1006 lists two ids in one cell; each pair is listed in both directions; 999999 is not a report
+    assert ds.duplicate_pairs == [("1001", "1003"), ("1005", "1006"), ("1006", "1007")]
+    assert ds.skipped_links == 1
+    ids = set(ds.reports["id"])
+    assert all(a in ids and b in ids for a, b in ds.duplicate_pairs)
+
+
+def test_unknown_resolution_is_open_and_counted():
+    ds = load_gitbugs(JIRA)
+    assert ds.unknown_resolutions == {"Frobnicated": 1}
+    assert next(p for p in ds.packets if p.agent_id == "1008").outcome_type == "open"
+
+
+def test_bugzilla_layout_dates_and_spellings():
+    ds = load_gitbugs(BUGZILLA)
+    assert ds.project == "minizilla"
+    by_id = {p.agent_id: p for p in ds.packets}
+    assert by_id["2001"].timestamp == pd.Timestamp("2020-01-02 17:14:21", tz="UTC").timestamp()
+    assert [by_id[i].outcome_type for i in ("2001", "2002", "2003", "2004", "2005", "2006")] == \
+        ["resolved", "contradicted", "partial", "open", "contradicted", "open"]
+    assert by_id["2002"].domain_tags == ("project:minizilla",)  # priority "--" is no tag
+    assert by_id["2001"].domain_tags == ("priority:p2", "project:minizilla")
+    # Bugzilla fills Resolved for open bugs too; an open bug's delta shows no resolution date
+    assert by_id["2004"].delta_summary == "Unresolved (UNCONFIRMED)"
+    assert ds.duplicate_pairs == [("2001", "2003")] and ds.skipped_links == 1
+    assert not ds.unknown_resolutions
+
+
+def test_folder_of_projects_needs_a_choice():
+    with pytest.raises(ValueError, match="several projects"):
+        load_gitbugs(MINI)
+    assert load_gitbugs(MINI, project="MiniZilla").project == "minizilla"
+
+
+def test_resolution_spellings_agree():
+    assert normalise_resolution("Won't Fix") == normalise_resolution("WONTFIX") == "wontfix"
+    assert map_resolution("Works for Me")[:2] == map_resolution("WORKSFORME")[:2] == ("contradicted", 0.8)
+    assert map_resolution("---") == map_resolution("") == ("open", 0.2, True)
+    assert map_resolution("Fixed")[0] == "resolved"
+    assert map_resolution("Something New")[2] is False
+
+
+def test_text_choices():
+    summary, desc = "Disk full", "When the {code}disk{code} is full see https://x.org/a the node stops " * 5
+    assert problem_text(summary, desc, "summary") == "Disk full"
+    long = problem_text(summary, desc, "summary+description", description_chars=40)
+    assert long.startswith("Disk full. When the disk is full see the node")
+    assert len(long) <= len("Disk full. ") + 40 and "{code}" not in long and "https" not in long
+    assert problem_text(summary, "", "summary+description") == "Disk full"
+    with pytest.raises(ValueError, match="text must be one of"):
+        problem_text(summary, desc, "title")
+
+
+def test_delta_summary_is_cut_to_200_chars(tmp_path):
+    many = ", ".join(str(3000 + i) for i in range(60))
+    (tmp_path / "x_bugs.csv").write_text(
+        "Summary,Issue id,Status,Priority,Resolution,Created,Resolved,Description\n"
+        "A problem,1,Resolved,Major,Duplicate,01/Jan/21 00:00,02/Jan/21 00:00,text\n"
+        + "".join(f"Other {3000 + i},{3000 + i},Open,Major,,01/Jan/21 0{i % 10}:00,,\n" for i in range(60)))
+    (tmp_path / "x_bugs-combined.csv").write_text(f'Issue id,Duplicate id\n1,"{many}"\n')
+    ds = load_gitbugs(tmp_path)
+    delta = next(p for p in ds.packets if p.agent_id == "1").delta_summary
+    assert len(delta) == 200 and delta.endswith("...")
+    assert len(ds.duplicate_pairs) == 60
+
+
+def test_make_packets_other_text_keeps_order_and_ids():
+    ds = load_gitbugs(JIRA)
+    longer = ds.make_packets("summary+description", description_chars=60)
+    assert [p.agent_id for p in longer] == [p.agent_id for p in ds.packets]
+    assert all(b.problem_description.startswith(a.problem_description) for a, b in zip(ds.packets, longer))
+    assert any(len(b.problem_description) > len(a.problem_description) for a, b in zip(ds.packets, longer))
+    sizes = size_table({"summary": ds.packets, "long": longer})
+    assert list(sizes["packets"]) == [9, 9]
+    assert (sizes["median_bytes"].iloc[1] > sizes["median_bytes"].iloc[0])
+
+
+def test_packets_round_trip():
+    for packet in load_gitbugs(BUGZILLA).packets:
+        assert OutcomePacket.from_bytes(packet.to_bytes()) == packet
+
+
+@pytest.mark.parametrize("header,match", [
+    ("Summary,Issue id,Status,Priority,Created,Description", "lacks column"),
+])
+def test_bad_reports_file(tmp_path, header, match):
+    (tmp_path / "x_bugs.csv").write_text(header + "\n")
+    (tmp_path / "x_bugs-combined.csv").write_text("Issue id,Duplicate id\n")
+    with pytest.raises(ValueError, match=match):
+        load_gitbugs(tmp_path)
+
+
+def test_bad_dates_and_ids(tmp_path):
+    head = "Summary,Issue id,Status,Priority,Resolution,Created,Description\n"
+    (tmp_path / "x_bugs-combined.csv").write_text("Issue id,Duplicate id\n")
+    (tmp_path / "x_bugs.csv").write_text(head + "A,1,Open,Major,,yesterday,\n")
+    with pytest.raises(ValueError, match="Created: cannot read 1 date"):
+        load_gitbugs(tmp_path)
+    (tmp_path / "x_bugs.csv").write_text(head + "A,1,Open,Major,,01/Jan/21 00:00,\nB,1,Open,Major,,01/Jan/21 00:00,\n")
+    with pytest.raises(ValueError, match="Issue id '1' appears more than once"):
+        load_gitbugs(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_gitbugs(tmp_path / "nope")
+
+
+def test_parse_dates_both_layouts():
+    jira = parse_dates(pd.Series(["30/Sep/21 17:20", ""]))
+    iso = parse_dates(pd.Series(["2021-09-30 17:20:00+00:00"]))
+    assert jira.iloc[0] == iso.iloc[0] and pd.isna(jira.iloc[1])
+
+
+def test_download_goes_to_cache_once(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.ENV_DIR, raising=False)
+    monkeypatch.setenv("QIS_DATA_DIR", str(tmp_path / "data"))
+    calls = []
+
+    def fake_fetch(url):
+        calls.append(url)
+        name = url.rsplit("/", 1)[1].replace("hadoop", "minijira")
+        return (JIRA / name).read_bytes()
+
+    ds = load_gitbugs(fetch=fake_fetch)
+    assert calls == [f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs.csv",
+                     f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs-combined.csv"]
+    assert ds.path == tmp_path / "data" / "cache" / "gitbugs" / "hadoop" and len(ds.reports) == 9
+    assert not list(ds.path.glob("*.part"))
+    load_gitbugs(fetch=fake_fetch)  # cached: no second download
+    assert len(calls) == 2
+
+
+def test_download_refuses_non_csv_and_leaves_no_file(tmp_path):
+    with pytest.raises(ValueError, match="not a GitBugs CSV"):
+        datasets.download_gitbugs("hadoop", cache_dir=tmp_path, fetch=lambda url: b"<html>rate limited</html>")
+    assert not list((tmp_path / "hadoop").iterdir())
+    with pytest.raises(ValueError, match="folder name"):
+        datasets.download_gitbugs("../etc", cache_dir=tmp_path, fetch=lambda url: b"")
+
+
+def test_no_data_and_no_download(tmp_path, monkeypatch):
+    monkeypatch.delenv(datasets.ENV_DIR, raising=False)
+    monkeypatch.setenv("QIS_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="QIS_GITBUGS_DIR"):
+        load_gitbugs(download=False)
+
+
+def test_env_var_is_used(monkeypatch):
+    monkeypatch.setenv(datasets.ENV_DIR, str(BUGZILLA))
+    assert load_gitbugs(download=False).project == "minizilla"
+
+
+def test_real_hadoop_data():
+    ds = load_gitbugs(real_dir(), download=False)
+    assert len(ds.reports) > 1000 and len(ds.packets) == len(ds.reports)
+    assert len(ds.duplicate_pairs) > 20
+    ids = set(ds.reports["id"])
+    assert all(a in ids and b in ids for a, b in ds.duplicate_pairs)
+    order = {rid: i for i, rid in enumerate(ds.reports["id"])}
+    assert all(order[a] < order[b] for a, b in ds.duplicate_pairs)
+    assert {p.outcome_type for p in ds.packets} == {"resolved", "partial", "contradicted", "open"}
+    assert not ds.unknown_resolutions, f"resolutions missing from the mapping table: {ds.unknown_resolutions}"
