@@ -49,7 +49,7 @@ class OutcomePacket:
     confidence: float
     delta_summary: str = ""
     domain_tags: tuple[str, ...] = ()
-    timestamp: float = field(default_factory=time.time)
+    timestamp: float = field(default_factory=time.time)  # seconds, kept to the millisecond
     agent_id: str = "anonymous"
     ttl: float = DEFAULT_TTL
 
@@ -73,15 +73,17 @@ class OutcomePacket:
         for tag in tags:
             if not isinstance(tag, str) or not tag.strip():
                 raise ValueError(f"domain_tags must hold non-empty strings, got {tag!r} in {list(tags)!r}")
-        timestamp = _check_number("timestamp", self.timestamp)
+        timestamp = round(_check_number("timestamp", self.timestamp), 3)
         if timestamp < 0:
             raise ValueError(f"timestamp must be seconds since the epoch (>= 0), got {self.timestamp!r}")
         _check_text("agent_id", self.agent_id)
-        ttl = _check_number("ttl", self.ttl)
+        ttl = round(_check_number("ttl", self.ttl), 3)
         if ttl <= 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {self.ttl!r}")
-        # Normalise types so equal packets compare equal after a round trip.
-        object.__setattr__(self, "confidence", confidence)
+            raise ValueError(f"ttl must be at least 0.001 seconds, got {self.ttl!r}")
+        # Numbers are kept to a precision every store returns exactly. The stores' JSON
+        # layers (Rust serde_json) may parse a float with 17 significant digits 1 ulp off,
+        # which would change the packet, and its id, on the way back.
+        object.__setattr__(self, "confidence", round(confidence, 6))
         object.__setattr__(self, "domain_tags", tuple(tags))
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "ttl", ttl)
@@ -94,7 +96,7 @@ class OutcomePacket:
 
     @property
     def expires_at(self) -> float:
-        return self.timestamp + self.ttl
+        return round(self.timestamp + self.ttl, 3)
 
     def is_expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at

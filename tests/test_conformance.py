@@ -283,3 +283,18 @@ def test_unreachable_server_is_a_clear_error(dead_url):
         open_transport("chroma", url=dead_url)
     with pytest.raises(ConnectionError, match="no Qdrant node answered"):
         open_transport("qdrant", urls=[dead_url, dead_url.replace("127.0.0.1", "127.0.0.2")], timeout=1)
+
+
+def test_packets_come_back_exactly(open_store):
+    """Awkward floats (17-digit timestamps, long confidences) survive the store's JSON layer.
+
+    If this fails, packet ids computed from a read-back packet no longer match the stored id.
+    """
+    router = OutcomeRouter(open_store(), HashEmbedder(DIM))
+    rng = np.random.default_rng(11)
+    packets = [OutcomePacket(f"problem {i}", "partial", float(rng.random()), timestamp=1_795_680_911.4187121 + i / 7,
+                             ttl=3600 + float(rng.random()), agent_id="a") for i in range(50)]
+    ids = router.deposit_many(packets)
+    got = router.get(ids)
+    assert [got[pid] for pid in ids] == packets
+    assert all(pid == got[pid].packet_id for pid in ids)

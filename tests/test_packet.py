@@ -35,6 +35,7 @@ def make(**overrides):
     ("agent_id", "", ValueError),
     ("ttl", 0, ValueError),
     ("ttl", -5, ValueError),
+    ("ttl", 0.0004, ValueError),  # rounds to 0 at millisecond precision
 ])
 def test_bad_field_is_named_in_the_error(field, value, error):
     with pytest.raises(error, match=field):
@@ -109,3 +110,9 @@ def test_from_bytes_rejects_garbage_with_value_error(data):
 def test_from_bytes_rejects_non_bytes():
     with pytest.raises(TypeError):
         OutcomePacket.from_bytes("not bytes")
+
+
+def test_numbers_are_kept_to_a_precision_stores_return_exactly():
+    packet = make(timestamp=1_795_680_911.4187121, confidence=0.123456789, ttl=10.00049)
+    assert (packet.timestamp, packet.confidence, packet.ttl) == (1_795_680_911.419, 0.123457, 10.0)
+    assert packet.packet_id == make(timestamp=1_795_680_911.419, confidence=0.5, ttl=1).packet_id

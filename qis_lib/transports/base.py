@@ -114,3 +114,24 @@ def check_uuid_ids(ids: Sequence[str]) -> None:
             uuid.UUID(pid)
         except (ValueError, TypeError, AttributeError):
             raise ValueError(f"Qdrant point ids must be UUID strings, got {pid!r}") from None
+
+
+def lock_folder(path: str, store: str):
+    """Take an exclusive lock on a store folder, or raise StoreBusyError naming who may share it.
+
+    Chroma does not guard a path against a second process (several writers on one
+    SQLite file read stale data or wait on its busy timeout), so we refuse at open time.
+    """
+    import fcntl
+    import os
+
+    os.makedirs(path, exist_ok=True)
+    handle = open(os.path.join(path, ".qis-lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreBusyError(
+            f"{path} is already open in another {store} client; an embedded store has one opener at a time. "
+            f"Close the other one, or share the store through a server (chroma run)") from None
+    return handle

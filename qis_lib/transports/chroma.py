@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .base import Capabilities, QueryFilter, check_dim, check_query, check_upsert
+from .base import Capabilities, QueryFilter, check_dim, check_query, check_upsert, lock_folder
 
 
 def chroma_where(flt: QueryFilter) -> dict[str, Any]:
@@ -47,6 +47,7 @@ class ChromaTransport:
 
         if path is not None and url is not None:
             raise ValueError("give chroma either path= (embedded) or url= (server), not both")
+        self._lock_file = None
         self.dim = check_dim(dim)
         settings = Settings(anonymized_telemetry=False)
         if url is not None:
@@ -60,6 +61,7 @@ class ChromaTransport:
             except Exception as exc:
                 raise ConnectionError(f"cannot reach the Chroma server at {url}: {exc}") from None
         elif path is not None:
+            self._lock_file = lock_folder(str(path), "chroma")
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)
         else:
             self.client = chromadb.EphemeralClient(settings=settings)
@@ -100,6 +102,9 @@ class ChromaTransport:
 
     def close(self) -> None:
         # PersistentClient keeps its SQLite files open until the process ends; dropping
-        # our references is the documented way to let go.
+        # our references is all a client can do.
         self.collection = None
         self.client = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
