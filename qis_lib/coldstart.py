@@ -82,18 +82,28 @@ def arrivals(vectors: np.ndarray, labels: Sequence, order: Sequence[int] | None 
     same label: the most it could find), matches (hits returned, those scoring at least
     `min_score` if given), found (relevant hits among them), top1_relevant, best_score.
     """
+    scores = _similarities(vectors, labels, top_k)
+    return _walk(scores, labels, np.arange(len(labels)) if order is None else order, top_k, min_score)
+
+
+def _similarities(vectors: np.ndarray, labels: Sequence, top_k: int) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be an (n, d) array, got shape {vectors.shape}")
     _check_common(len(vectors), labels, top_k)
-    order = _check_order(np.arange(len(vectors)) if order is None else order, len(vectors))
-    scores = vectors @ vectors.T
+    return vectors @ vectors.T
+
+
+def _walk(scores: np.ndarray, labels: Sequence, order: Sequence[int], top_k: int,
+          min_score: float | None) -> pd.DataFrame:
+    order = _check_order(order, len(scores))
     rows = []
     for position, item in enumerate(order.tolist()):
-        earlier = order[:position].tolist()
-        ranked = sorted(earlier, key=lambda j: -scores[item, j])[:top_k]
-        hits = [(j, float(scores[item, j])) for j in ranked]
-        rows.append(_row(position + 1, item, labels[item], labels, earlier, hits, min_score))
+        earlier = order[:position]
+        row = scores[item, earlier]
+        best = np.argsort(-row, kind="stable")[:top_k]  # stable: ties keep arrival order
+        hits = [(int(earlier[b]), float(row[b])) for b in best]
+        rows.append(_row(position + 1, item, labels[item], labels, earlier.tolist(), hits, min_score))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -108,7 +118,8 @@ def arrival_curves(vectors: np.ndarray, labels: Sequence, n_orders: int = 200, t
     """`arrivals` for many random orders, stacked, with an `order` column (0..n_orders-1)."""
     if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
         raise ValueError(f"n_orders must be a positive int, got {n_orders!r}")
-    frames = [arrivals(vectors, labels, order, top_k, min_score).assign(order=i)
+    scores = _similarities(vectors, labels, top_k)  # once, not per order
+    frames = [_walk(scores, labels, order, top_k, min_score).assign(order=i)
               for i, order in enumerate(random_orders(len(labels), n_orders, seed))]
     return pd.concat(frames, ignore_index=True)
 
