@@ -389,7 +389,7 @@ def check_loss(verifier: str, acked_ids: Sequence[str], sent: dict[str, OutcomeP
 @dataclass
 class FailoverResult:
     ops: pd.DataFrame  # one row per operation, columns OP_COLUMNS (+ phase)
-    events: pd.DataFrame  # t, event (kill / restart / ready), outage number
+    events: pd.DataFrame  # t, event (kill / killed / restart / ready), outage number
     loss: pd.DataFrame  # one LossReport row per verifier
     params: dict[str, Any]
 
@@ -424,24 +424,28 @@ class FailoverResult:
         return out
 
 
-def _phase(start: np.ndarray, events: pd.DataFrame) -> np.ndarray:
-    """before the first kill / during an outage (kill until ready) / after (recovered)."""
+def _phase(start: np.ndarray, end: np.ndarray, events: pd.DataFrame) -> np.ndarray:
+    """'before': ended before the first kill; 'during': running at some moment between a kill
+    and the matching 'ready' (an operation in flight when the server died counts here);
+    'after': the rest (started once the store had recovered)."""
     phase = np.full(len(start), "after", dtype=object)
     kills = events[events["event"] == "kill"]
     if kills.empty:
         phase[:] = "before"
         return phase
-    phase[start < kills["t"].min()] = "before"
+    phase[end < kills["t"].min()] = "before"
     for _, kill in kills.iterrows():
         ready = events[(events["event"] == "ready") & (events["outage"] == kill["outage"])]["t"]
-        end = ready.iloc[0] if len(ready) else np.inf
-        phase[(start >= kill["t"]) & (start < end)] = "during"
+        until = ready.iloc[0] if len(ready) else np.inf
+        phase[(end >= kill["t"]) & (start < until)] = "during"
     return phase
 
 
 def with_phases(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     ops = ops.copy()
-    ops["phase"] = pd.Categorical(_phase(ops["start"].to_numpy(float), events), categories=PHASES, ordered=True)
+    start = ops["start"].to_numpy(float)
+    phase = _phase(start, start + ops["latency"].to_numpy(float), events)
+    ops["phase"] = pd.Categorical(phase, categories=PHASES, ordered=True)
     return ops
 
 
@@ -466,28 +470,30 @@ def summarize(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
 
 
 def recovery_times(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Per outage: when it was killed, restarted and ready again (s from the start), how long
-    clients saw errors, and how long errors went on after the kill and after readiness."""
+    """Per outage: when the victim was killed, restarted and ready again (s from the start of
+    the load), how many operations failed, when the first and the last failure ended (s after
+    the kill), and how many failed although they started after 'ready'. An outage owns the
+    operations that ended between its kill and the next one."""
     rows = []
     kills = events[events["event"] == "kill"].sort_values("t")
+    end = ops["start"] + ops["latency"]
     for i, (_, kill) in enumerate(kills.iterrows()):
-        n = kill["outage"]
+        n, killed_at = kill["outage"], float(kill["t"])
 
         def at(name: str) -> float:
             times = events[(events["event"] == name) & (events["outage"] == n)]["t"]
             return float(times.iloc[0]) if len(times) else np.nan
 
-        window_end = float(kills["t"].iloc[i + 1]) if i + 1 < len(kills) else np.inf
-        window = ops[(ops["start"] >= kill["t"]) & (ops["start"] < window_end)]
-        failed = window[window["outcome"] != "ok"]
+        next_kill = float(kills["t"].iloc[i + 1]) if i + 1 < len(kills) else np.inf
+        mine = (end >= killed_at) & (end < next_kill)
+        failed = ops[mine & (ops["outcome"] != "ok")]
+        failed_end = end[failed.index]
         ready = at("ready")
-        last_end = float((failed["start"] + failed["latency"]).max()) if len(failed) else np.nan
         rows.append({
-            "outage": int(n), "kill_at": float(kill["t"]), "restart_at": at("restart"), "ready_at": ready,
-            "down_s": ready - float(kill["t"]),
-            "failed_ops": len(failed),
-            "first_error_after_kill_s": float(failed["start"].min() - kill["t"]) if len(failed) else np.nan,
-            "errors_stop_after_kill_s": last_end - float(kill["t"]) if len(failed) else 0.0,
+            "outage": int(n), "kill_at": killed_at, "restart_at": at("restart"), "ready_at": ready,
+            "down_s": ready - killed_at, "failed_ops": len(failed),
+            "first_error_after_kill_s": float(failed_end.min() - killed_at) if len(failed) else np.nan,
+            "errors_stop_after_kill_s": float(failed_end.max() - killed_at) if len(failed) else 0.0,
             "errors_after_ready": int((failed["start"] >= ready).sum()) if np.isfinite(ready) else len(failed),
         })
     return pd.DataFrame(rows, columns=["outage", "kill_at", "restart_at", "ready_at", "down_s", "failed_ops",
@@ -637,8 +643,9 @@ def run_failover(target: FailoverTarget, embedder: Embedder, spec: LoadSpec | No
     try:
         for n, (kill_at, restart_at) in enumerate(spec.outages, 1):
             time.sleep(max(0.0, t0 + kill_at - time.monotonic()))
+            event("kill", n)  # the outage starts when the kill is sent...
             target.kill()
-            event("kill", n)
+            event("killed", n)  # ...and the victim is surely dead once kill() returned
             time.sleep(max(0.0, t0 + restart_at - time.monotonic()))
             event("restart", n)
             target.restart()
