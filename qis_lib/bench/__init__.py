@@ -1,0 +1,1 @@
+"""Benchmarks that measure qis_lib in one run and write their figures under results/."""

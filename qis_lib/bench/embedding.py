@@ -1,0 +1,185 @@
+"""Embedding speed: sentence-transformers vs ONNX Runtime fp32 and int8, in one run.
+
+    python -m qis_lib.bench.embedding --out results/embedding/
+
+All backends embed the same real texts (data/packets.jsonl: the problem descriptions
+and outcome summaries) after a warm-up, with their text caches off. Single-text
+latency: each text alone, the backends taking turns text by text (order rotated), so
+a burst of load from elsewhere hits all of them alike. Batched throughput: all texts
+in batches of --batch-size, turns again. Agreement: cosine to the sentence-transformers
+vector of each text, and whether routing over the seed packets returns the same top-k
+ids. Speed is relative to sentence-transformers in the same run; absolute times move
+with the load on the machine, which is recorded with each row.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..demo import DATA_DIR, load_seed_packets
+from ..embeddings import Embedder, SentenceTransformerEmbedder
+from ..packet import OutcomePacket
+from ..router import make_router
+
+REFERENCE = "sentence-transformers"
+BACKENDS = (REFERENCE, "onnx", "onnx-int8")
+PACKAGES = ("numpy", "torch", "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "onnx")
+NOW = 1_700_000_000.0  # a fixed clock for the packets, so routing compares like with like
+
+
+def real_texts(path: str | os.PathLike | None = None) -> list[str]:
+    """The seed packets' problem descriptions and outcome summaries (80 short texts)."""
+    path = Path(path) if path is not None else DATA_DIR / "packets.jsonl"
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["problem_description"] for r in rows] + [r["delta_summary"] for r in rows if r.get("delta_summary")]
+
+
+def make_embedder(backend: str, batch_size: int = 32, cache_size: int = 0) -> Embedder:
+    """A fresh embedder (not the shared one), by default with its text cache off."""
+    if backend == REFERENCE:
+        return SentenceTransformerEmbedder(batch_size=batch_size, cache_size=cache_size)
+    if backend in ("onnx", "onnx-int8"):
+        from ..onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(quantize=backend == "onnx-int8", batch_size=batch_size, cache_size=cache_size)
+    raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def routing_ids(embedder: Embedder, packets: Sequence[OutcomePacket], top_k: int = 5) -> list[list[str]]:
+    """For each packet, the ids its own problem routes to among the other agents' packets."""
+    with make_router("memory", embedder=embedder) as router:
+        router.deposit_many(packets)
+        return [[p.packet_id for p, _ in router.query(packet.problem_description, top_k=top_k,
+                                                       exclude_agent=packet.agent_id, now=NOW)]
+                for packet in packets]
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    for package in PACKAGES:
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "none"
+    return info
+
+
+def _turns(names: list[str], i: int) -> list[str]:
+    shift = i % len(names)
+    return names[shift:] + names[:shift]
+
+
+def measure(embedders: dict[str, Embedder], texts: Sequence[str], rounds: int = 3, warmup: int = 5,
+            top_k: int = 5) -> pd.DataFrame:
+    """One row per backend: single-text p50/p95, batched texts/s, agreement with the reference.
+
+    `embedders` must include REFERENCE; ratios and agreement are against it.
+    """
+    if REFERENCE not in embedders:
+        raise ValueError(f"embedders must include the reference {REFERENCE!r}")
+    texts = list(texts)
+    if not texts or rounds < 1:
+        raise ValueError("need at least one text and one round")
+    names = list(embedders)
+    for name in names:  # warm-up: first calls allocate buffers and pick kernels
+        for text in texts[:warmup]:
+            embedders[name].encode([text])
+        embedders[name].encode(texts)
+
+    single = {name: [] for name in names}
+    batched = {name: [] for name in names}
+    for r in range(rounds):
+        for i, text in enumerate(texts):
+            for name in _turns(names, i + r):
+                start = time.perf_counter()
+                embedders[name].encode([text])
+                single[name].append(time.perf_counter() - start)
+        for name in _turns(names, r):
+            start = time.perf_counter()
+            embedders[name].encode(texts)
+            batched[name].append(len(texts) / (time.perf_counter() - start))
+
+    vectors = {name: embedders[name].encode(texts) for name in names}
+    packets = load_seed_packets(now=NOW)
+    routes = {name: routing_ids(embedders[name], packets, top_k) for name in names}
+    rows = []
+    for name in names:
+        cosine = np.sum(vectors[name] * vectors[REFERENCE], axis=1)
+        rows.append({
+            "backend": name,
+            "embedder": embedders[name].name,
+            "single_p50_ms": 1000 * float(np.percentile(single[name], 50)),
+            "single_p95_ms": 1000 * float(np.percentile(single[name], 95)),
+            "batch_texts_per_s": float(np.median(batched[name])),
+            "cosine_min": float(cosine.min()),
+            "cosine_mean": float(cosine.mean()),
+            # routing: the same ids in the same order, and the share of ids in common
+            f"same_top{top_k}": float(np.mean([a == b for a, b in zip(routes[name], routes[REFERENCE])])),
+            f"top{top_k}_overlap": float(np.mean([len(set(a) & set(b)) / max(len(b), 1)
+                                                  for a, b in zip(routes[name], routes[REFERENCE])])),
+        })
+    table = pd.DataFrame(rows)
+    reference = table.set_index("backend").loc[REFERENCE]
+    table.insert(4, "single_speedup", reference["single_p50_ms"] / table["single_p50_ms"])
+    table.insert(6, "batch_speedup", table["batch_texts_per_s"] / reference["batch_texts_per_s"])
+    table["texts"] = len(texts)
+    table["rounds"] = rounds
+    table["batch_size"] = getattr(embedders[REFERENCE], "batch_size", None)
+    return table
+
+
+def run(backends: Sequence[str] = BACKENDS, rounds: int = 3, batch_size: int = 32,
+        texts: Sequence[str] | None = None) -> pd.DataFrame:
+    """Load the backends and measure them on the real texts; load average recorded around the run."""
+    texts = real_texts() if texts is None else list(texts)
+    load_before = os.getloadavg()[0]
+    embedders = {name: make_embedder(name, batch_size=batch_size) for name in backends}
+    table = measure(embedders, texts, rounds=rounds)
+    table["load_1min_before"] = round(load_before, 2)
+    table["load_1min_after"] = round(os.getloadavg()[0], 2)
+    return table
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="folder for embedding.csv (default: print only)")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the texts (default 3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default {','.join(BACKENDS)})")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if REFERENCE not in backends:
+        parser.error(f"--backends must include {REFERENCE} (the reference)")
+    table = run(backends, rounds=args.rounds, batch_size=args.batch_size)
+    for key, value in machine_info().items():
+        table[key] = value
+    table["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    table["command"] = shlex.join(["python", "-m", "qis_lib.bench.embedding", *argv])
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.iloc[:, [0, *range(2, 11)]].round(4).to_string(index=False))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "embedding.csv", index=False)
+        print(f"wrote {out / 'embedding.csv'}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

