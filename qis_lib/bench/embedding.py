@@ -71,6 +71,8 @@ def machine_info() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    if "torch" in sys.modules:  # threads each backend ran with (ONNX Runtime: one per core by default)
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
     for package in PACKAGES:
         try:
             info[package] = importlib.metadata.version(package)
