@@ -192,6 +192,27 @@ def cold_start_curve(replay: pd.DataFrame, bins: Sequence[int], ks: Sequence[int
     return pd.DataFrame(rows)
 
 
+def agrees_with_exact(ranks: pd.DataFrame, exact: pd.DataFrame, top_k: int = 10) -> pd.Series:
+    """Per query: did the store put the target at the same place as exact search (both
+    beyond top_k counts as agreeing)? Rows must be in the same order (same pairs)."""
+    if list(zip(ranks["query"], ranks["target"])) != list(zip(exact["query"], exact["target"])):
+        raise ValueError("ranks and exact must list the same queries in the same order")
+    store = ranks["rank"].where(ranks["rank"] <= top_k).fillna(0).to_numpy()
+    truth = exact["rank"].where(exact["rank"] <= top_k).fillna(0).to_numpy()
+    return pd.Series(store == truth, index=ranks.index)
+
+
+def cold_start_series(replay: pd.DataFrame, k: int = 10, window: int = 100) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For plotting the replay: (all arrivals with a rolling share of `matched` over `window`
+    arrivals; arrivals with an earlier duplicate with hit@k and its running mean)."""
+    every = replay[["deposited", "matched"]].copy()
+    every["matched_rolling"] = every["matched"].astype(float).rolling(window, min_periods=1).mean()
+    dup = replay.loc[replay["has_earlier"], ["deposited", "agent", "rank"]].copy()
+    dup["hit"] = dup["rank"] <= k
+    dup["hit_running"] = dup["hit"].astype(float).expanding().mean()
+    return every, dup
+
+
 def rrf_scores(rankings: Sequence[Sequence[str]], k: int = 60,
                weights: Sequence[float] | None = None) -> dict[str, float]:
     """Reciprocal rank fusion: score(d) = sum_i w_i / (k + rank_i(d)), ranks 1-based.

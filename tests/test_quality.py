@@ -15,7 +15,7 @@ import pytest
 from conftest import unique_name
 from qis_lib.datasets import load_gitbugs
 from qis_lib.embeddings import HashEmbedder
-from qis_lib.quality import (EdgeHybrid, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
+from qis_lib.quality import (EdgeHybrid, agrees_with_exact, cold_start_series, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
                              exact_ranks, load_store, mean_tokens, quality_table, recall_summary, rrf, rrf_scores,
                              transport_search)
 from qis_lib.transports import open_transport
@@ -68,6 +68,10 @@ def test_stores_agree_with_exact_ranks(jira, store):
     assert got["rank"].tolist() == pytest.approx(expected.tolist(), nan_ok=True)
     assert (got["top_hit"] != got["query"]).all()  # the query's own packet is excluded
     assert (got["rank"] <= 3).mean() >= 0.5  # paraphrases share words: the hash embedder finds most
+    assert agrees_with_exact(got, exact, top_k=5).all()
+    assert not agrees_with_exact(got.assign(rank=got["rank"] + 1), exact, top_k=5).all()
+    with pytest.raises(ValueError, match="same queries"):
+        agrees_with_exact(got.iloc[::-1], exact)
 
 
 def test_ranks_reject_missing_packets(jira):
@@ -102,6 +106,11 @@ def test_cold_start_replay(jira):
     assert replay.loc[replay["agent"] == "1003", "rank"].item() == 1  # the NameNode upgrade paraphrase
     with pytest.raises(ValueError, match="empty store"):
         cold_start_replay(transport, ds.packets, vectors, ds.duplicate_pairs)
+
+    every, dup = cold_start_series(replay, k=1, window=2)
+    assert len(every) == len(ds.packets) and list(dup["agent"]) == ["1003", "1006", "1007"]
+    assert dup["hit_running"].iloc[-1] == pytest.approx(dup["hit"].mean())
+    assert every["matched_rolling"].iloc[1] == pytest.approx(every["matched"].iloc[:2].mean())
 
     curve = cold_start_curve(replay, bins=[0, 3, 6, 10], ks=(1, 3))
     assert curve["arrivals"].sum() == len(ds.packets)
