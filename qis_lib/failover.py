@@ -45,6 +45,7 @@ from .router import OutcomeRouter
 from .transports import Transport
 
 PHASES = ("before", "during", "after")
+# node: the node the client's last call went to (for an ok operation, the one that answered)
 OP_COLUMNS = ["op", "thread", "kind", "due", "start", "latency", "outcome", "error", "node", "packet_id", "hits"]
 
 

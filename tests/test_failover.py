@@ -241,3 +241,24 @@ def test_chroma_result_saves_its_records(chroma_run, tmp_path):
     assert json.loads((out / "run.json").read_text())["command"] == "pytest"
     for name in ("summary.csv", "recovery.csv", "loss.csv", "events.csv"):
         assert (out / name).stat().st_size > 0
+
+
+# ------------------------------------------------------------------ the Qdrant cluster target (nothing started)
+
+
+def test_qdrant_target_picks_its_victim_and_checks_settings(tmp_path):
+    from qis_lib.cluster import ProcessCluster
+    from qis_lib.failover import QdrantClusterTarget, run_qdrant_cases
+    from qis_lib.servers import free_port
+
+    cluster = ProcessCluster(qdrant_bin="qdrant", base_port=20000 + free_port() % 20000, workdir=tmp_path)
+    entry = QdrantClusterTarget(cluster, victim="entry")
+    other = QdrantClusterTarget(cluster, victim="other")
+    assert entry.victim == cluster.entry and other.victim in cluster.others()
+    assert other.describe()["replication_factor"] == 2 and other.describe()["victim"] == other.victim
+    with pytest.raises(ValueError, match="write_consistency_factor"):
+        QdrantClusterTarget(cluster, replication_factor=1, write_consistency_factor=2)
+    with pytest.raises(ValueError, match="victim"):
+        QdrantClusterTarget(cluster, victim="node9")
+    with pytest.raises(ValueError, match="unknown case"):
+        run_qdrant_cases(cluster, get_embedder("hash"), cases=["kill-everything"])
