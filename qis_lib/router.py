@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlparse
 from .embeddings import Embedder, get_embedder
 from .packet import OutcomePacket
 from .transports import REGISTRY, QueryFilter, Transport, open_transport
+from .transports.base import check_top_k
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class OutcomeRouter:
         """
         if not isinstance(problem, str) or not problem.strip():
             raise ValueError(f"problem must be a non-empty string, got {problem!r}")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        check_top_k(top_k)
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) \
                 or not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be a number between 0.0 and 1.0, got {min_confidence!r}")

@@ -2,6 +2,13 @@ import os
 import uuid
 
 import pytest
+from hypothesis import settings
+
+# CI explores the same examples every run, so a red build is reproducible; run
+# locally with HYPOTHESIS_PROFILE=explore to search new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from qis_lib.servers import ChromaServer, free_port
 

@@ -155,11 +155,16 @@ def test_upsert_same_id_overwrites(open_store):
     store = open_store()
     rng = np.random.default_rng(2)
     ids, vectors, payloads = load(store, rng, n=20)
-    changed = dict(payloads[0], delta_summary="second write")
+    store.upsert(ids[:1], vectors[:1], [dict(payloads[0], domain_tags=["hdfs", "yarn"])])
+    changed = dict(payloads[0], delta_summary="second write", domain_tags=[])
     store.upsert(ids[:1], vectors[:1], [changed])
     store.upsert(ids, vectors, [changed] + payloads[1:])  # a retried batch
     assert store.count() == 20
-    assert store.get(ids[:1])[ids[0]]["delta_summary"] == "second write"
+    stored = store.get(ids[:1])[ids[0]]
+    assert (stored["delta_summary"], stored["domain_tags"]) == ("second write", [])
+    hits = store.query(vectors[0], 20, QueryFilter(now=0.0, domain="hdfs"))
+    assert payloads[0]["problem_description"] not in [h["problem_description"] for h, _ in hits]
+    assert hits, "other packets tagged hdfs should still match"
 
 
 def test_get_returns_stored_payloads(open_store):
@@ -194,7 +199,7 @@ def test_bad_upsert_raises_and_writes_nothing(open_store, bad):
     assert store.count() == 5
 
 
-@pytest.mark.parametrize("top_k", [0, -1, True, 2.5, None])
+@pytest.mark.parametrize("top_k", [0, -1, True, 2.5, None, 10_001, 2**63])
 def test_bad_top_k_raises(open_store, top_k):
     store = open_store()
     with pytest.raises(ValueError, match="top_k"):
@@ -298,3 +303,18 @@ def test_packets_come_back_exactly(open_store):
     got = router.get(ids)
     assert [got[pid] for pid in ids] == packets
     assert all(pid == got[pid].packet_id for pid in ids)
+
+
+def test_new_store_shows_nothing_of_a_deleted_one(open_store):
+    """chromadb 1.5.9 showed array metadata of a deleted collection on a new collection's items."""
+    store = open_store()
+    rng = np.random.default_rng(12)
+    load(store, rng, n=10)
+    if open_store.mode == "chroma-ephemeral":
+        store.close()  # deletes its collection
+        store = open_store()
+    payloads = random_payloads(rng, 5)
+    payloads = [dict(p, domain_tags=[]) for p in payloads]
+    ids = [str(uuid.uuid4()) for _ in payloads]
+    store.upsert(ids, unit(rng, 5), payloads)
+    assert all(p["domain_tags"] == [] for p in store.get(ids).values())

@@ -85,9 +85,16 @@ def check_upsert(dim: int, ids: Sequence[str], vectors: Any, payloads: Sequence[
     return vectors
 
 
+MAX_TOP_K = 10_000  # stores take a C long or less; no router needs more
+
+
+def check_top_k(top_k: Any) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be an int from 1 to {MAX_TOP_K}, got {top_k!r}")
+
+
 def check_query(dim: int, vector: Any, top_k: Any) -> np.ndarray:
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    check_top_k(top_k)
     vector = np.asarray(vector, dtype=np.float32)
     if vector.shape != (dim,):
         raise ValueError(f"query vector must have shape ({dim},), got {vector.shape}")

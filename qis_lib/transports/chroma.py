@@ -5,12 +5,16 @@ download a model. Domain tags are a list metadata field matched with `$contains`
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
 from .base import Capabilities, QueryFilter, check_dim, check_query, check_upsert, lock_folder
+
+
+QUERY_ATTEMPTS = 3
 
 
 def chroma_where(flt: QueryFilter) -> dict[str, Any]:
@@ -27,8 +31,10 @@ def chroma_where(flt: QueryFilter) -> dict[str, Any]:
 
 
 def _to_metadata(payload: dict) -> dict:
-    # Chroma refuses empty lists: leave the key out, and put it back on the way out.
-    return {k: v for k, v in payload.items() if not (isinstance(v, list) and not v)}
+    # Chroma refuses empty lists, and an upsert merges metadata: a key left out keeps its
+    # old value (and, in chromadb 1.5.9, may even show a value from a deleted collection).
+    # None deletes the key; _from_metadata puts the empty list back.
+    return {k: None if isinstance(v, list) and not v else v for k, v in payload.items()}
 
 
 def _from_metadata(metadata: dict | None) -> dict:
@@ -40,7 +46,7 @@ def _from_metadata(metadata: dict | None) -> dict:
 class ChromaTransport:
     name = "chroma"
 
-    def __init__(self, path: str | None = None, url: str | None = None, collection: str = "outcomes",
+    def __init__(self, path: str | None = None, url: str | None = None, collection: str | None = None,
                  dim: int = 384, timeout: float = 10.0):
         import chromadb
         from chromadb.config import Settings
@@ -65,6 +71,11 @@ class ChromaTransport:
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)
         else:
             self.client = chromadb.EphemeralClient(settings=settings)
+        self._ephemeral = path is None and url is None
+        if collection is None:
+            # Ephemeral clients in one process share one in-memory system: without a name
+            # of its own, a second make_router("chroma") would see the first one's packets.
+            collection = f"outcomes-{uuid.uuid4().hex[:12]}" if self._ephemeral else "outcomes"
         self.url, self.path = url, path
         self.capabilities = Capabilities(persistent=url is not None or path is not None,
                                          shared=url is not None, server=url is not None)
@@ -82,10 +93,17 @@ class ChromaTransport:
 
     def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         vector = check_query(self.dim, vector, top_k)
-        result = self.collection.query(
-            query_embeddings=vector[None, :], n_results=top_k, where=chroma_where(flt),
-            include=["metadatas", "distances"],
-        )
+        where = chroma_where(flt)
+        for attempt in range(QUERY_ATTEMPTS):
+            try:
+                result = self.collection.query(query_embeddings=vector[None, :], n_results=top_k, where=where,
+                                               include=["metadatas", "distances"])
+                break
+            except Exception as exc:
+                # chromadb 1.5.9: a query racing an upsert in another thread sometimes fails with
+                # "Error finding id" (measured by tests/test_reliability.py); asked again, it answers.
+                if "Error finding id" not in str(exc) or attempt == QUERY_ATTEMPTS - 1:
+                    raise
         # cosine space: distance = 1 - cosine similarity
         return [(_from_metadata(m), 1.0 - float(d)) for m, d in zip(result["metadatas"][0], result["distances"][0])]
 
@@ -103,6 +121,8 @@ class ChromaTransport:
     def close(self) -> None:
         # PersistentClient keeps its SQLite files open until the process ends; dropping
         # our references is all a client can do.
+        if self._ephemeral and self.collection is not None:
+            self.client.delete_collection(self.collection.name)  # free its memory
         self.collection = None
         self.client = None
         if self._lock_file is not None:
