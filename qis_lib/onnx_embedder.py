@@ -99,14 +99,13 @@ def export_fp32(out: Path, model_dir: str) -> None:
     import torch
     from onnxruntime.transformers import optimizer
     from transformers import AutoModel
-
-    # Eager attention: ONNX Runtime's BERT optimizer fuses its pattern into one Attention
-    # op per layer; the sdpa graph is left unfused and runs slower.
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in the caller's notebook
     try:
+        # Eager attention: ONNX Runtime's BERT optimizer fuses its pattern into one Attention
+        # op per layer; the sdpa graph is left unfused and runs slower.
         model = AutoModel.from_pretrained(model_dir, local_files_only=True, attn_implementation="eager").eval()
     finally:
         if bar:
