@@ -279,8 +279,7 @@ class QdrantClusterTarget:
         return transport
 
     def answered_by(self, transport: Transport) -> str:
-        # QdrantTransport moves `_active` to the node that answered its last call.
-        url = transport.urls[getattr(transport, "_active", 0)]
+        url = transport.active_url
         return next((n for n in self.cluster.nodes if self.cluster.url(n) == url), url)
 
     def kill(self) -> None:

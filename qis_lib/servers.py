@@ -9,8 +9,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from .transports.chroma import heartbeat_problem
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,11 +53,7 @@ class ChromaServer:
         return f"http://{self.host}:{self.port}"
 
     def heartbeat(self, timeout: float = 1.0) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=timeout) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return heartbeat_problem(self.url, timeout) is None
 
     def start(self) -> "ChromaServer":
         if self.running:

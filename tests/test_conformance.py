@@ -318,3 +318,17 @@ def test_new_store_shows_nothing_of_a_deleted_one(open_store):
     ids = [str(uuid.uuid4()) for _ in payloads]
     store.upsert(ids, unit(rng, 5), payloads)
     assert all(p["domain_tags"] == [] for p in store.get(ids).values())
+
+
+def test_hung_server_is_a_clear_error_not_a_hang():
+    """A server that accepts connections but never answers: an error after the timeout."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        with pytest.raises(ConnectionError, match="timed out"):
+            open_transport("chroma", url=url, timeout=1.0)
+        with pytest.raises(ConnectionError, match="no Qdrant node answered"):
+            open_transport("qdrant", url=url, timeout=1)

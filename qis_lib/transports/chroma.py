@@ -17,6 +17,17 @@ from .base import Capabilities, QueryFilter, check_dim, check_query, check_upser
 QUERY_ATTEMPTS = 3
 
 
+def heartbeat_problem(url: str, timeout: float = 1.0) -> str | None:
+    """None if a Chroma server answers its heartbeat at `url` within `timeout`, else why not."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout) as response:
+            return None if response.status == 200 else f"heartbeat answered HTTP {response.status}"
+    except OSError as exc:  # refused, timed out, DNS, HTTP errors
+        return f"{type(exc).__name__}: {exc}"
+
+
 def chroma_where(flt: QueryFilter) -> dict[str, Any]:
     """The router's filter as a Chroma `where` clause."""
     clauses: list[dict[str, Any]] = [
@@ -61,11 +72,22 @@ class ChromaTransport:
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ValueError(f"chroma url must look like http://host:port, got {url!r}")
             port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+            # chromadb's own first request has no timeout: a hung server would hang us here.
+            problem = heartbeat_problem(url, timeout)
+            if problem:
+                raise ConnectionError(f"cannot reach the Chroma server at {url}: {problem}")
             try:
                 self.client = chromadb.HttpClient(host=parsed.hostname, port=port, ssl=parsed.scheme == "https",
                                                   settings=settings)
             except Exception as exc:
                 raise ConnectionError(f"cannot reach the Chroma server at {url}: {exc}") from None
+            # chromadb's HTTP client waits forever (httpx timeout=None, no setting to change it),
+            # so a hung server would hang every agent: give its session our timeout.
+            session = getattr(getattr(self.client, "_server", None), "_session", None)
+            if session is not None:
+                import httpx
+
+                session.timeout = httpx.Timeout(timeout)
         elif path is not None:
             self._lock_file = lock_folder(str(path), "chroma")
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)

@@ -130,6 +130,11 @@ class QdrantTransport:
     def client(self):
         return self._clients[self._active]
 
+    @property
+    def active_url(self) -> str | None:
+        """The node url that answered the last call (None in local mode)."""
+        return self.urls[self._active] if self.urls else None
+
     def _call(self, fn: Callable, *args, **kwargs):
         """Run fn(client, ...) on the current node, moving on to the next node if it is down."""
         if self._lock is not None:
