@@ -201,7 +201,8 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
 def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = None, **options) -> OutcomeRouter:
     """A router over the named store: make_router("qdrant-edge", path="data/store") or
     make_router("qdrant://localhost:6333"). `embedder` is an Embedder, a backend name
-    for `get_embedder`, or None for the default model."""
+    for `get_embedder`, or None for the fastest installed backend (onnx, else
+    sentence-transformers; the choice is logged once)."""
     if not isinstance(name_or_url, str):
         raise TypeError(f"make_router takes a transport name or url, got {type(name_or_url).__name__}")
     if "://" in name_or_url:
