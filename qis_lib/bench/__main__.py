@@ -1,0 +1,160 @@
+"""Query latency and recall of the stores against N: the benchmark's command line.
+
+    python -m qis_lib.bench --transports memory,qdrant-edge --sizes 1000,10000 --out results/
+
+Writes to --out: query.csv (one row per transport, vectors, n, filtered; machine info,
+versions and this command in every row), run.json (the same information, plus what was
+skipped and why), latency_vs_n.png and recall_vs_latency.png. What each column means:
+the docstring of qis_lib/bench/latency.py. Embedding speed has its own command:
+python -m qis_lib.bench.embedding.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from . import data
+from .latency import PACKAGES, TARGETS
+
+
+def positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 1000,10000, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 1000,10000, got {text!r}")
+    return values
+
+
+def names(choices):
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [v for v in values if v not in choices]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+                                             f"choose from {', '.join(choices)}")
+        return list(dict.fromkeys(values))
+    return parse
+
+
+def cap(text: str) -> tuple[str, int | None]:
+    target, sep, value = text.partition("=")
+    if not sep or target not in TARGETS or not (value == "none" or value.isdigit() and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"expected TARGET=N or TARGET=none with TARGET one of "
+                                         f"{', '.join(TARGETS)}, got {text!r}")
+    return target, None if value == "none" else int(value)
+
+
+def count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    targets = "\n".join(f"  {t.name:14} {t.mode}" + (f" (N <= {t.max_n:,} unless --cap)" if t.max_n else "")
+                        + (f" (needs ${t.needs})" if t.needs else "") for t in TARGETS.values())
+    p = argparse.ArgumentParser(prog="python -m qis_lib.bench", description=__doc__,
+                                epilog="transports:\n" + targets, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--transports", type=names(list(TARGETS)), default=["memory", "qdrant-edge"],
+                   help="comma-separated, from the list below (default memory,qdrant-edge)")
+    p.add_argument("--sizes", type=positive_ints, default=[1000, 10000, 100000],
+                   help="comma-separated numbers of points N (default 1000,10000,100000)")
+    p.add_argument("--vectors", type=names(list(data.VECTOR_SETS)), default=["real"],
+                   help="real (MiniLM embeddings of GitBugs reports), random (unit Gaussian), or real,random (default real)")
+    p.add_argument("--queries", type=count(1), default=1000, help="timed queries per measurement (default 1000)")
+    p.add_argument("--warmup", type=count(0), default=100, help="untimed queries before them (default 100)")
+    p.add_argument("--single-deposits", type=count(0), default=200, help="timed one-packet deposits (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the vectors, texts, payloads and filters (default 0)")
+    p.add_argument("--cap", type=cap, action="append", default=[], metavar="TARGET=N",
+                   help="largest N to run TARGET at (N or none); repeatable")
+    p.add_argument("--gitbugs", default=None, help="GitBugs project folder (default $QIS_GITBUGS_DIR, else the cache)")
+    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for package in PACKAGES:
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "none"
+    return out
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    missing = [f"{t} needs ${TARGETS[t].needs}" for t in args.transports
+               if TARGETS[t].needs and not os.environ.get(TARGETS[t].needs)]
+    if missing:
+        parser().error("; ".join(missing) + " to be set")
+
+    import pandas as pd
+
+    from .embedding import machine_info
+    from .latency import plot_latency_vs_n, plot_recall_vs_latency, run
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "qis_lib.bench", *argv])
+    load_before, started = os.getloadavg(), time.perf_counter()
+    skipped: list[dict] = []
+    table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
+                single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
+                skipped=skipped, caps=dict(args.cap))
+    info = {**machine_info(), **versions(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+            "load_before": " ".join(f"{x:.2f}" for x in load_before),
+            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "duration_s": round(time.perf_counter() - started, 1),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command}
+    for key, value in info.items():
+        table[key] = value
+    table.to_csv(out / "query.csv", index=False)
+    (out / "run.json").write_text(json.dumps({**info, "skipped": skipped, "data_credit": data_credit(args.vectors)},
+                                             indent=2) + "\n")
+    written = ["query.csv", "run.json"]
+    if not args.no_plots and len(table):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        plot_latency_vs_n(table, out / "latency_vs_n.png")
+        plot_recall_vs_latency(table, out / "recall_vs_latency.png")
+        written += ["latency_vs_n.png", "recall_vs_latency.png"]
+    columns = ["target", "vectors", "n", "filtered", "p50_ms", "p99_ms", "raw_p99_ms", "router_overhead",
+               "recall_at_10", "deposit_per_s"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[columns].round(3).to_string(index=False) if len(table) else "no rows")
+    for item in skipped:
+        print(f"skipped {item['target']} at n={item['n']} ({item['vectors']}): {item['why']}")
+    print(f"wrote {', '.join(str(out / name) for name in written)} in {info['duration_s']:.0f} s")
+    return table
+
+
+def data_credit(vectors) -> str | None:
+    if "real" not in vectors:
+        return None
+    from ..datasets import CREDIT
+
+    return CREDIT
+
+
+if __name__ == "__main__":
+    main()

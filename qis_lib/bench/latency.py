@@ -1,0 +1,399 @@
+"""Query latency and recall of every store, against N, in one run.
+
+    table = run(["memory", "qdrant-edge"], sizes=[1000, 10000], vectors=["real"])
+
+For each vector set ("real": MiniLM embeddings of GitBugs report texts; "random": unit
+Gaussian vectors; see `qis_lib.bench.data`), each size N and each target, a fresh store
+is loaded and measured:
+
+- deposit: bulk `transport.upsert` in batches of `BATCH` with the vectors given
+  (`deposit_per_s`: the store's write rate; embedding is measured apart), then the
+  index build where the store has an explicit one (`index_s`: qdrant-edge `optimize()`;
+  a Qdrant server's background indexing is waited for);
+- query, unfiltered and filtered, after `warmup` untimed queries, over `queries` timed
+  ones; three calls per query, taking turns in blocks of `BLOCK` queries so that a burst
+  of load from elsewhere hits all three alike:
+  - `p50_ms` / `p95_ms` / `p99_ms`: `transport.query(vector, k, QueryFilter)`, qis_lib's
+    store call with the vector given (no embedding);
+  - `router_p*_ms`: `OutcomeRouter.query(text, ...)` with an embedder whose cache already
+    holds every query text (embedding costs a cache hit, as for a repeated question);
+  - `raw_p*_ms`: the backend's own client call with its native request built before
+    timing (`qis_lib.bench.raw`); for memory, exact numpy on the same matrix;
+  - `transport_overhead` = p99_ms / raw_p99_ms and `router_overhead` = router_p99_ms /
+    raw_p99_ms: 1.2 means qis_lib adds 20% to the backend's p99;
+- `numpy_p50_ms` / `numpy_p99_ms`: exact numpy search of the same matrix and filter
+  (the floor), timed once per (vectors, N, filtered);
+- `recall_at_10`: mean over the timed queries of the share of the exact top 10 (same
+  vectors, same filter) that `transport.query` returned; `recall_min` the worst query;
+- single deposit: `OutcomeRouter.deposit(packet)` one packet at a time (cache-hit
+  embedding), after the queries so the new points do not change what was queried.
+
+Embedding cost (one text alone, and batched) is measured once per run with the text
+cache off (`embed_single_p50_ms`, `embed_batch_per_s`): add it to a deposit or a new
+question. Absolute times move with the load on the machine (`load_1min` per row);
+ratios measured in one run are the result.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..embeddings import EmbeddingCache
+from ..router import OutcomeRouter
+from ..timing import summarise, time_calls
+from . import data
+from .raw import numpy_query_fn, raw_query_fn
+
+BATCH = 1000  # points per bulk upsert
+BLOCK = 100  # queries per turn when the three calls take turns
+K = 10
+PACKAGES = ("numpy", "pandas", "chromadb", "qdrant-client", "qdrant-edge-py", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way of running a store: `transport` is its make_router name."""
+
+    name: str
+    transport: str
+    mode: str
+    max_n: int | None = None  # larger N are skipped, for the reason below
+    why_capped: str = ""
+    needs: str | None = None  # environment variable that must be set
+
+
+QDRANT_LOCAL_MAX_N = 10_000
+TARGETS = {t.name: t for t in (
+    Target("memory", "memory", "numpy exact, in-process"),
+    Target("qdrant-edge", "qdrant-edge", "Qdrant engine in-process, payload indexes, temp folder"),
+    Target("chroma", "chroma", "embedded PersistentClient, temp folder"),
+    Target("chroma-server", "chroma", "chroma run on loopback, HTTP"),
+    Target("qdrant", "qdrant", "qdrant-client local mode (:memory:)", QDRANT_LOCAL_MAX_N,
+           "qdrant-client local mode is pure Python (exact search, filters checked in Python point by point, "
+           "no payload indexes) and warns above 20,000 points; a filtered query at 10k already takes tens of ms"),
+    Target("qdrant-server", "qdrant", "Qdrant server at $QDRANT_URL, HTTP", needs="QDRANT_URL"),
+)}
+
+
+class CachedEmbedder:
+    """The real embedders' LRU cache, filled beforehand: encoding costs a cache hit."""
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray, name: str = "cache-hit"):
+        self.name, self.dim = name, int(vectors.shape[1])
+        row = {t: i for i, t in enumerate(texts)}
+        self._cache = EmbeddingCache(maxsize=len(row))
+        self._cache.encode(list(row), lambda missing: vectors[[row[t] for t in missing]], self.dim)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._cache.encode(list(texts), self._missing, self.dim)
+
+    @staticmethod
+    def _missing(texts: list[str]) -> np.ndarray:
+        raise KeyError(f"{len(texts)} text(s) were not embedded beforehand, e.g. {texts[0]!r}")
+
+
+@contextlib.contextmanager
+def opened(target: Target, dim: int) -> Iterator:
+    """A fresh, empty store for `target`; removed afterwards."""
+    from ..transports import open_transport
+
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="qis-bench-"))
+        if target.name == "memory":
+            transport = open_transport("memory", dim=dim)
+        elif target.name == "qdrant-edge":
+            transport = open_transport("qdrant-edge", dim=dim, path=os.path.join(folder, "shard"))
+        elif target.name == "chroma":
+            transport = open_transport("chroma", dim=dim, path=os.path.join(folder, "chroma"))
+        elif target.name == "chroma-server":
+            from ..servers import ChromaServer
+
+            server = stack.enter_context(ChromaServer(path=os.path.join(folder, "server")))
+            transport = open_transport("chroma", dim=dim, url=server.url, collection="bench")
+        elif target.name == "qdrant":
+            transport = open_transport("qdrant", dim=dim, location=":memory:")
+        elif target.name == "qdrant-server":
+            transport = open_transport("qdrant", dim=dim, url=os.environ["QDRANT_URL"],
+                                       collection=f"bench-{uuid.uuid4().hex[:8]}")
+        else:
+            raise ValueError(f"unknown target {target.name!r}; choose from {sorted(TARGETS)}")
+        stack.callback(transport.close)
+        if target.name == "qdrant-server":  # runs before close (last in, first out)
+            stack.callback(lambda: transport.client.delete_collection(transport.collection_name))
+        yield transport
+
+
+def build_index(target: Target, transport, timeout: float = 600.0) -> float:
+    """Seconds spent making the store's index ready after a bulk load (0 where it is built on write)."""
+    start = time.perf_counter()
+    if target.name == "qdrant-edge":
+        transport.optimize()
+    elif target.name == "qdrant-server":
+        from qdrant_client import models
+
+        deadline = time.monotonic() + timeout
+        while transport.client.get_collection(transport.collection_name).status != models.CollectionStatus.GREEN:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Qdrant server did not finish indexing within {timeout}s")
+            time.sleep(0.2)
+    else:
+        return 0.0
+    return time.perf_counter() - start
+
+
+def take_turns(fns: dict[str, Callable[[int], object]], timed: Sequence[int], warmup: Sequence[int],
+               block: int = BLOCK, progress=None) -> dict[str, np.ndarray]:
+    """Seconds per call of each fn over `timed` inputs, after each ran the `warmup` inputs untimed.
+    The fns take turns in blocks of `block` inputs, the order rotated every block."""
+    for fn in fns.values():
+        for i in warmup:
+            fn(i)
+    names = list(fns)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for b, start in enumerate(range(0, len(timed), block)):
+        chunk = list(timed[start:start + block])
+        shift = b % len(names)
+        for name in names[shift:] + names[:shift]:
+            parts[name].append(time_calls(fns[name], chunk, warmup=0))
+        if progress is not None:
+            progress.update(len(chunk))
+    return {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def percentiles(prefix: str, times: np.ndarray) -> dict[str, float]:
+    summary = summarise(times, "ms")
+    return {f"{prefix}{key}": summary[key] for key in ("p50_ms", "p95_ms", "p99_ms")}
+
+
+def measure_target(target: Target, vset: data.VectorSet, points: data.Points, filters: dict[bool, list],
+                   masks: dict[bool, list], floors: dict[bool, dict], warmup: int, queries: int, k: int = K,
+                   single_deposits: int = 200, progress: bool = False) -> list[dict]:
+    """Rows (unfiltered, filtered) for one target on one vector set of one size."""
+    from tqdm.auto import tqdm
+
+    n, dim = vset.n, vset.vectors.shape[1]
+    ids = [p.packet_id for p in points.packets]
+    payloads = [p.to_payload() for p in points.packets]
+    row_of = {p.agent_id: i for i, p in enumerate(points.packets)}
+    warm, timed = range(warmup), range(warmup, warmup + queries)
+    rows = []
+    load_before = os.getloadavg()[0]
+    with opened(target, dim) as transport:
+        start = time.perf_counter()
+        for s in tqdm(range(0, n, BATCH), desc=f"{target.name} n={n} {vset.name}: deposit", unit="batch",
+                      disable=not progress, leave=False):
+            transport.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])
+        load_s = time.perf_counter() - start
+        index_s = build_index(target, transport)
+        if transport.count() != n:
+            raise RuntimeError(f"{target.name} holds {transport.count()} points after loading {n}")
+        router = OutcomeRouter(transport, CachedEmbedder(vset.query_texts, vset.queries))
+        for filtered in (False, True):
+            flts = filters[filtered]
+            found: list = [None] * len(flts)
+
+            def through_transport(j, flts=flts, found=found):
+                found[j] = transport.query(vset.queries[j], k, flts[j])
+
+            def through_router(j, flts=flts):
+                f = flts[j]
+                router.query(vset.query_texts[j], top_k=k, domain=f.domain, min_confidence=f.min_confidence, now=f.now)
+
+            fns = {"transport": through_transport, "raw": raw_query_fn(transport, vset.vectors, masks[filtered],
+                                                                       vset.queries, flts, k),
+                   "router": through_router}
+            with tqdm(total=queries, desc=f"{target.name} n={n} {vset.name} filtered={filtered}", unit="query",
+                      disable=not progress, leave=False) as bar:
+                times = take_turns(fns, timed, warm, progress=bar)
+            found_rows = [[row_of[payload["agent_id"]] for payload, _ in found[j]] for j in timed]
+            recall = data.recall_at_k(found_rows, vset.vectors, vset.queries[warmup:],
+                                      masks[filtered][warmup:], k)
+            row = {"transport": target.transport, "target": target.name, "mode": target.mode, "vectors": vset.name,
+                   "n": n, "filtered": filtered,
+                   "pass_share": float(np.mean([m.mean() for m in masks[filtered][warmup:]])),
+                   **percentiles("", times["transport"]), **percentiles("raw_", times["raw"]),
+                   **percentiles("router_", times["router"]), **floors[filtered],
+                   "recall_at_10": float(recall.mean()), "recall_min": float(recall.min())}
+            row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
+            row["router_overhead"] = row["router_p99_ms"] / row["raw_p99_ms"]
+            rows.append(row)
+        single = np.array([np.nan])
+        if single_deposits:
+            # New packets, with query texts the embedder holds; the first few are the warm-up.
+            fresh = data.make_points(vset.query_texts[:single_deposits + 10], agent_prefix="single-").packets
+            for packet in fresh[:10]:
+                router.deposit(packet)
+            if len(fresh) > 10:
+                single = time_calls(router.deposit, fresh[10:], warmup=0)
+    for row in rows:
+        row.update({"deposit_per_s": n / load_s, "load_s": load_s, "index_s": index_s,
+                    "deposit_single_p50_ms": float(np.percentile(single, 50) * 1e3),
+                    "deposit_single_p99_ms": float(np.percentile(single, 99) * 1e3),
+                    "queries": queries, "warmup": warmup, "k": k, "load_1min": round(load_before, 2)})
+    return rows
+
+
+def floor_times(vset: data.VectorSet, masks: list, warmup: int, queries: int, k: int = K) -> dict[str, float]:
+    fn = numpy_query_fn(vset.vectors, masks, vset.queries, k)
+    for j in range(warmup):
+        fn(j)
+    summary = summarise(time_calls(fn, range(warmup, warmup + queries), warmup=0), "ms")
+    return {"numpy_p50_ms": summary["p50_ms"], "numpy_p99_ms": summary["p99_ms"]}
+
+
+def embedding_cost(embedder, texts: Sequence[str], singles: int = 100) -> dict[str, float]:
+    """One text alone (p50 over `singles` texts) and batched texts/s, with the text cache off."""
+    from .embedding import make_embedder
+
+    name = embedder.name
+    backend = "onnx-int8" if name.startswith("onnx") and name.endswith("int8") else name.split(":")[0]
+    fresh = make_embedder(backend, cache_size=0)
+    texts = list(texts)
+    for text in texts[:5]:
+        fresh.encode([text])
+    single = time_calls(lambda t: fresh.encode([t]), texts[:singles], warmup=0)
+    start = time.perf_counter()
+    fresh.encode(texts)
+    return {"embedder": fresh.name, "embed_single_p50_ms": float(np.percentile(single, 50) * 1e3),
+            "embed_batch_per_s": len(texts) / (time.perf_counter() - start)}
+
+
+def check_targets(names: Sequence[str]) -> list[Target]:
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise ValueError(f"unknown transport(s) {unknown}; choose from {', '.join(TARGETS)}")
+    missing = [f"{n} needs ${TARGETS[n].needs}" for n in names if TARGETS[n].needs and not os.environ.get(TARGETS[n].needs)]
+    if missing:
+        raise ValueError("; ".join(missing) + " to be set")
+    return [TARGETS[n] for n in names]
+
+
+def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int] = (1000,),
+        vectors: Sequence[str] = ("real",), queries: int = 1000, warmup: int = 100, k: int = K, seed: int = 0,
+        single_deposits: int = 200, embedder=None, gitbugs_path=None, cache=None, progress: bool = False,
+        skipped: list | None = None, caps: dict[str, int | None] | None = None) -> pd.DataFrame:
+    """The query table: one row per (target, vectors, n, filtered). Sizes over a target's
+    cap (`Target.max_n`, or `caps[name]`; None: no cap) are skipped and, if `skipped` is
+    a list, noted in it with the reason."""
+    chosen = check_targets(list(targets))
+    caps = {t.name: t.max_n for t in chosen} | dict(caps or {})
+    sizes = sorted({data.check_count("size", s) for s in sizes})
+    bad = [v for v in vectors if v not in data.VECTOR_SETS]
+    if bad or not vectors:
+        raise ValueError(f"unknown vector set(s) {bad}; choose from {data.VECTOR_SETS}")
+    queries, warmup = data.check_count("queries", queries), int(warmup)
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    pool = warmup + queries
+    rows, extra = [], {}
+    for name in vectors:
+        if name == "real":
+            from ..embeddings import get_embedder
+
+            embedder = get_embedder() if embedder is None else embedder
+            full = data.real_set(max(sizes), pool, seed, embedder, gitbugs_path, cache, progress)
+            extra = embedding_cost(embedder, full.query_texts[:256]) if hasattr(embedder, "name") and \
+                not embedder.name.startswith("hash") else {}
+        else:
+            full = data.random_set(max(sizes), pool, seed=seed)
+        all_points = data.make_points(full.texts, seed)
+        filters = {f: data.make_filters(pool, f, seed) for f in (False, True)}
+        for n in sizes:
+            vset = full.head(n)
+            points = data.Points(all_points.packets[:n], all_points.domain[:n], all_points.confidence[:n],
+                                 all_points.expires_at[:n])
+            masks = {f: data.filter_masks(points, filters[f]) for f in (False, True)}
+            floors = {f: floor_times(vset, masks[f], warmup, queries, k) for f in (False, True)}
+            for target in chosen:
+                if caps.get(target.name) is not None and n > caps[target.name]:
+                    if skipped is not None:
+                        skipped.append({"target": target.name, "vectors": name, "n": n, "cap": caps[target.name],
+                                        "why": target.why_capped or "capped on the command line"})
+                    continue
+                rows += measure_target(target, vset, points, filters, masks, floors, warmup, queries, k,
+                                       single_deposits, progress)
+    table = pd.DataFrame(rows)
+    for key, value in extra.items():
+        table[key] = value
+    return table
+
+
+def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None, column: str = "p99_ms"):
+    """Latency against N, log-log: one line per target, the exact numpy floor dashed, one
+    panel per (vector set, filtered). Guide lines show the slope of O(N) and O(log N)."""
+    import matplotlib.pyplot as plt
+
+    sets = [v for v in data.VECTOR_SETS if v in set(table["vectors"])]
+    fig, axes = plt.subplots(len(sets), 2, figsize=(11, 4.2 * len(sets)), squeeze=False, sharex=True)
+    colours = dict(zip(TARGETS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for r, vectors in enumerate(sets):
+        for c, filtered in enumerate((False, True)):
+            ax = axes[r][c]
+            part = table[(table["vectors"] == vectors) & (table["filtered"] == filtered)]
+            for target, rows in part.groupby("target", sort=False):
+                rows = rows.sort_values("n")
+                ax.plot(rows["n"], rows[column], "o-", color=colours.get(target), label=target)
+            floor = part.drop_duplicates("n").sort_values("n")
+            floor_column = "numpy_p50_ms" if "p50" in column else "numpy_p99_ms"
+            ax.plot(floor["n"], floor[floor_column], "k--", label="exact numpy floor")
+            if len(floor) > 1:  # slope guides anchored at the floor's smallest N
+                n0, y0 = float(floor["n"].iloc[0]), float(floor[floor_column].iloc[0])
+                ns = np.array(sorted(floor["n"]), dtype=float)
+                ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
+                ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{vectors} vectors, {'filtered (~4.5% pass)' if filtered else 'unfiltered (expiry only)'}")
+            ax.set_xlabel("N (points in the store)")
+            ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
+            ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if len(sets) == 1 else 0.96))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None = None):
+    """recall@10 against p99 latency, one marker per (target, N), one panel per filter setting."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False, sharey=True)
+    colours = dict(zip(TARGETS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    markers = {"real": "o", "random": "x"}
+    for c, filtered in enumerate((False, True)):
+        ax = axes[0][c]
+        part = table[table["filtered"] == filtered]
+        for (target, vectors), rows in part.groupby(["target", "vectors"], sort=False):
+            ax.scatter(rows["p99_ms"], rows["recall_at_10"], color=colours.get(target),
+                       marker=markers.get(vectors, "o"), label=f"{target} ({vectors})")
+            for _, row in rows.iterrows():
+                ax.annotate(f"{row['n']:,.0f}", (row["p99_ms"], row["recall_at_10"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.axhline(0.99, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("p99 query latency (ms), transport.query with the vector given")
+        ax.set_title("filtered (~4.5% pass)" if filtered else "unfiltered (expiry only)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    more = axes[0][1].get_legend_handles_labels()
+    for h, label in zip(*more):
+        if label not in labels:
+            handles.append(h)
+            labels.append(label)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
