@@ -10,6 +10,7 @@ A SIGKILL test covers a crash of the process only, not a power loss.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,6 +27,7 @@ import pandas as pd
 
 from .packet import OutcomePacket
 from .router import OutcomeRouter, make_router
+from .servers import ChromaServer
 
 WORDS = ("namenode datanode heap block report timeout lease replication disk full quota yarn container "
          "killed memory shuffle fetch failure kerberos token expired checksum corrupt rpc queue slow").split()
@@ -162,14 +164,21 @@ def kill_writer(store: str, kill_after: int, writer: str = "crash", limit: int =
     if checker.returncode != 0:
         raise RuntimeError(f"reopening {store} after the kill failed: {err[-2000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    return {"store": store.split(":")[0], "killed_after_acks": len(acked), **result,
+    return {"killed_after_acks": len(acked), **result,
             "lost": result["acknowledged"] - result["found"]}
 
 
+def _chroma_server_store(folder: str, stack: contextlib.ExitStack) -> str:
+    server = stack.enter_context(ChromaServer(path=os.path.join(folder, "server")))
+    return f"chroma://{server.host}:{server.port}"
+
+
+# kind -> store url in a fresh folder (a server, if any, lives as long as `stack`)
 CRASH_STORES = {
-    "chroma-path": lambda d: f"chroma://{d}/chroma",
-    "qdrant-path": lambda d: f"qdrant://{d}/qdrant",
-    "qdrant-edge": lambda d: f"qdrant-edge://{d}/edge",
+    "chroma-path": lambda d, stack: f"chroma://{d}/chroma",
+    "chroma-server": _chroma_server_store,  # the client process is killed, the server lives on
+    "qdrant-path": lambda d, stack: f"qdrant://{d}/qdrant",
+    "qdrant-edge": lambda d, stack: f"qdrant-edge://{d}/edge",
 }
 
 
@@ -178,8 +187,8 @@ def crash_runs(kinds=tuple(CRASH_STORES), kills: int = 3, seed: int = 0, max_ack
     rng = random.Random(seed)
     rows = []
     for kind in kinds:
-        with tempfile.TemporaryDirectory(prefix=f"qis-crash-{kind}-") as tmp:
-            store = CRASH_STORES[kind](tmp)
+        with tempfile.TemporaryDirectory(prefix=f"qis-crash-{kind}-") as tmp, contextlib.ExitStack() as stack:
+            store = CRASH_STORES[kind](tmp, stack)
             for run in range(kills):
                 # Each run writes new packets into the same store, so later runs reopen a store
                 # that has already survived kills.
