@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,9 @@ class MemoryTransport:
         self._expires_at = np.zeros(capacity, dtype=np.float64)
         self._agents: list[str] = []
         self._tags: list[frozenset[str]] = []
+        # value -> rows holding it, so a domain or agent filter costs the matching rows, not N
+        self._tag_rows: dict[str, set[int]] = defaultdict(set)
+        self._agent_rows: dict[str, set[int]] = defaultdict(set)
         self._payloads: list[dict] = []
         self._row: dict[str, int] = {}
         self._size = 0
@@ -53,20 +57,28 @@ class MemoryTransport:
                     self._agents.append("")
                     self._tags.append(frozenset())
                     self._payloads.append({})
+                self._agent_rows[self._agents[row]].discard(row)
+                for tag in self._tags[row]:
+                    self._tag_rows[tag].discard(row)
                 self._vectors[row] = vector
                 self._confidence[row] = payload["confidence"]
                 self._expires_at[row] = payload["expires_at"]
                 self._agents[row] = payload["agent_id"]
                 self._tags[row] = frozenset(payload["domain_tags"])
+                self._agent_rows[payload["agent_id"]].add(row)
+                for tag in self._tags[row]:
+                    self._tag_rows[tag].add(row)
                 self._payloads[row] = dict(payload)
 
     def mask(self, flt: QueryFilter) -> np.ndarray:
         n = self._size
         keep = (self._expires_at[:n] > flt.now) & (self._confidence[:n] >= flt.min_confidence)
         if flt.domain is not None:
-            keep &= np.fromiter((flt.domain in t for t in self._tags), bool, n)
+            in_domain = np.zeros(n, dtype=bool)
+            in_domain[list(self._tag_rows.get(flt.domain, ()))] = True
+            keep &= in_domain
         if flt.exclude_agent is not None:
-            keep &= np.fromiter((a != flt.exclude_agent for a in self._agents), bool, n)
+            keep[list(self._agent_rows.get(flt.exclude_agent, ()))] = False
         return keep
 
     def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
