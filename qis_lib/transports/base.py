@@ -1,7 +1,6 @@
 """The one interface every store implements, and the checks they all share."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -101,11 +100,6 @@ def check_query(dim: int, vector: Any, top_k: Any) -> np.ndarray:
     if not np.isfinite(vector).all():
         raise ValueError("query vector contains NaN or infinite values")
     return vector
-
-
-def check_filter(flt: QueryFilter) -> None:
-    if not isinstance(flt.now, (int, float)) or not math.isfinite(flt.now):
-        raise ValueError(f"filter time must be a finite number, got {flt.now!r}")
 
 
 class StoreBusyError(RuntimeError):
