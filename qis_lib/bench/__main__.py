@@ -86,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--replot", action="store_true", help="measure nothing: redraw the PNGs from --out/query.csv")
     return p
 
 
@@ -110,9 +111,13 @@ def main(argv: list[str] | None = None):
     import pandas as pd
 
     from .embedding import machine_info
-    from .latency import plot_latency_vs_n, plot_recall_vs_latency, run
+    from .latency import run
 
     out = Path(args.out)
+    if args.replot:
+        if not (out / "query.csv").is_file():
+            parser().error(f"--replot needs {out / 'query.csv'}, which does not exist")
+        return draw(pd.read_csv(out / "query.csv"), out)
     out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "qis_lib.bench", *argv])
     load_before, started = os.getloadavg(), time.perf_counter()
@@ -132,11 +137,7 @@ def main(argv: list[str] | None = None):
                                              indent=2) + "\n")
     written = ["query.csv", "run.json"]
     if not args.no_plots and len(table):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        plot_latency_vs_n(table, out / "latency_vs_n.png")
-        plot_recall_vs_latency(table, out / "recall_vs_latency.png")
+        draw(table, out)
         written += ["latency_vs_n.png", "recall_vs_latency.png"]
     columns = ["target", "vectors", "n", "filtered", "p50_ms", "p99_ms", "raw_p99_ms", "router_overhead",
                "recall_at_10", "deposit_per_s"]
@@ -145,6 +146,19 @@ def main(argv: list[str] | None = None):
     for item in skipped:
         print(f"skipped {item['target']} at n={item['n']} ({item['vectors']}): {item['why']}")
     print(f"wrote {', '.join(str(out / name) for name in written)} in {info['duration_s']:.0f} s")
+    return table
+
+
+def draw(table, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .latency import plot_latency_vs_n, plot_recall_vs_latency
+
+    for plot, name in ((plot_latency_vs_n, "latency_vs_n.png"), (plot_recall_vs_latency, "recall_vs_latency.png")):
+        plt.close(plot(table, out / name))
     return table
 
 
