@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import shlex
@@ -90,16 +89,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for package in PACKAGES:
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "none"
-    return out
-
-
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
@@ -110,7 +99,7 @@ def main(argv: list[str] | None = None):
 
     import pandas as pd
 
-    from .embedding import machine_info
+    from .embedding import PACKAGES as EMBED_PACKAGES, machine_info
     from .latency import run
 
     out = Path(args.out)
@@ -125,7 +114,7 @@ def main(argv: list[str] | None = None):
     table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
                 single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
                 skipped=skipped, caps=dict(args.cap))
-    info = {**machine_info(), **versions(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+    info = {**machine_info(EMBED_PACKAGES + PACKAGES), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
             "load_before": " ".join(f"{x:.2f}" for x in load_before),
             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "duration_s": round(time.perf_counter() - started, 1),

@@ -66,14 +66,15 @@ def routing_ids(embedder: Embedder, packets: Sequence[OutcomePacket], top_k: int
                 for packet in packets]
 
 
-def machine_info() -> dict:
+def machine_info(packages: Sequence[str] = PACKAGES) -> dict:
+    """Cores, CPU, Python, and the installed version of each of `packages`."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     if "torch" in sys.modules:  # threads each backend ran with (ONNX Runtime: one per core by default)
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
-    for package in PACKAGES:
+    for package in packages:
         try:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
