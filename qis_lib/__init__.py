@@ -1,5 +1,22 @@
-"""qis_lib: outcome routing over interchangeable vector stores."""
-from .packet import OUTCOME_TYPES, OutcomePacket
-from .router import OutcomeRouter, Synthesis, make_router
+"""qis_lib: outcome routing over interchangeable vector stores.
 
-__all__ = ["OUTCOME_TYPES", "OutcomePacket", "OutcomeRouter", "Synthesis", "make_router"]
+The public API is what this module exports. The package is laid out as:
+
+- `core/`: the outcome packet, the router, store urls;
+- `stores/`: the contract every store keeps, one module per store, the registry;
+- `embedders/`: text -> vectors (MiniLM on ONNX Runtime or torch, a hash stand-in);
+- `infra/`: servers, cluster launchers, data sets, shipped seed packets;
+- `experiments/`: the demo, cold start, routing quality, reliability, failover;
+- `bench/`: the latency and embedding benchmarks.
+
+Imports point one way: experiments and bench use the rest, never the reverse.
+Importing qis_lib loads numpy and msgpack only; a store's client is imported when
+that store is chosen.
+"""
+from .core.packet import OUTCOME_TYPES, OutcomePacket
+from .core.router import OutcomeRouter, Synthesis, make_router
+from .embedders import get_embedder
+from .stores import (Capabilities, Mode, QueryFilter, Store, StoreBusyError, StoreSpec, open_store, register_store)
+
+__all__ = ["OUTCOME_TYPES", "Capabilities", "Mode", "OutcomePacket", "OutcomeRouter", "QueryFilter", "Store",
+           "StoreBusyError", "StoreSpec", "Synthesis", "get_embedder", "make_router", "open_store", "register_store"]

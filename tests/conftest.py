@@ -1,3 +1,4 @@
+import contextlib
 import os
 import uuid
 
@@ -10,16 +11,23 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-from qis_lib.servers import ChromaServer, free_port
+from qis_lib.infra.servers import free_port  # noqa: E402
+from qis_lib.stores import ServerPool  # noqa: E402
+from qis_lib.stores.registry import start_chroma_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory):
-    """One `chroma run` process for the whole session; tests use their own collections."""
-    server = ChromaServer(path=tmp_path_factory.mktemp("chroma-server"))
-    server.start()
-    yield server
-    server.close()
+def server_pool(tmp_path_factory):
+    """Servers the store modes share for the whole session (one `chroma run`, started on
+    first use); tests use their own collections."""
+    with contextlib.ExitStack() as stack:
+        yield ServerPool(tmp_path_factory.mktemp("servers"), stack)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(server_pool):
+    """The session's `chroma run` process (the one the chroma-server mode uses)."""
+    return server_pool.get("chroma-server", start_chroma_server)
 
 
 @pytest.fixture

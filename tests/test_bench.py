@@ -20,8 +20,8 @@ from qis_lib.bench import data
 from qis_lib.bench.__main__ import main
 from qis_lib.bench.latency import TARGETS, CachedEmbedder, run
 from qis_lib.bench.raw import exact_search, raw_query_fn
-from qis_lib.embeddings import HashEmbedder
-from qis_lib.transports import QueryFilter, open_transport
+from qis_lib.embedders import HashEmbedder
+from qis_lib.stores import QueryFilter, open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini" / "jira"
 QUERY_COLUMNS = ["transport", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10", "raw_p99_ms",
@@ -81,7 +81,7 @@ def test_exact_search_matches_a_full_sort_and_memory_recall_is_one():
     points = data.make_points(vset.texts)
     flts = data.make_filters(20, True)
     masks = data.filter_masks(points, flts)
-    found, store = [], open_transport("memory", dim=16)
+    found, store = [], open_store("memory", dim=16)
     store.upsert([p.packet_id for p in points.packets], vset.vectors, [p.to_payload() for p in points.packets])
     row_of = {p.agent_id: i for i, p in enumerate(points.packets)}
     for j, q in enumerate(vset.queries):
@@ -158,7 +158,7 @@ def test_cached_embedder_answers_known_texts_only():
 def test_raw_call_returns_what_the_transport_returns(name):
     vset = data.random_set(300, 6, dim=32, seed=1)
     points = data.make_points(vset.texts)
-    store = open_transport(name, dim=32)
+    store = open_store(name, dim=32)
     try:
         store.upsert([p.packet_id for p in points.packets], vset.vectors, [p.to_payload() for p in points.packets])
         for filtered in (False, True):

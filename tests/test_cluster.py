@@ -9,10 +9,10 @@ import stat
 import httpx
 import pytest
 
-from qis_lib import cluster as cl
-from qis_lib.cluster import (DockerComposeCluster, ProcessCluster, cluster_available, cluster_peers, port_plan,
+from qis_lib.infra import cluster as cl
+from qis_lib.infra.cluster import (DockerComposeCluster, ProcessCluster, cluster_available, cluster_peers, port_plan,
                              shard_replicas)
-from qis_lib.servers import free_port
+from qis_lib.infra.servers import free_port
 
 # ------------------------------------------------------------------ ProcessCluster, nothing started
 
@@ -181,7 +181,7 @@ def test_wait_until_names_what_it_waited_for():
 
 
 def test_qdrant_client_failover_over_dead_ports_gives_a_clear_connection_error():
-    from qis_lib.router import make_router
+    from qis_lib import make_router
 
     ports = [free_port(), free_port()]
     with pytest.raises(ConnectionError, match="no Qdrant node answered") as info:
@@ -212,8 +212,8 @@ def test_live_cluster_forms_with_every_peer(running_cluster):
 
 @live
 def test_live_replicas_spread_and_survive_a_kill(running_cluster):
-    from qis_lib.router import make_router
-    from qis_lib.failover import make_packet, seed_texts
+    from qis_lib import make_router
+    from qis_lib.experiments.failover import make_packet, seed_texts
 
     c = running_cluster
     collection = "test_live_replicas"
@@ -242,7 +242,7 @@ def test_live_replicas_spread_and_survive_a_kill(running_cluster):
 
 @live
 def test_live_entry_node_failover(running_cluster):
-    from qis_lib.router import make_router
+    from qis_lib import make_router
 
     c = running_cluster
     router = make_router("qdrant", embedder="hash", urls=c.url_list(), collection="test_live_failover",

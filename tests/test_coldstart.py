@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 
 from qis_lib import OutcomePacket, OutcomeRouter
-from qis_lib.coldstart import (COLUMNS, arrival_curves, arrivals, load_problem_labels, random_orders,
+from qis_lib.experiments.coldstart import (COLUMNS, arrival_curves, arrivals, load_problem_labels, random_orders,
                                router_arrivals, summarise_curve)
-from qis_lib.demo import load_seed_packets
-from qis_lib.embeddings import HashEmbedder
-from qis_lib.transports.memory import MemoryTransport
+from qis_lib.infra.seeds import load_seed_packets
+from qis_lib.embedders import HashEmbedder
+from qis_lib.stores.memory import MemoryStore
 
 NOW = 1_800_000_000.0
 
@@ -125,7 +125,7 @@ TEXT_LABELS = ["db", "fe", "db", "k8s", "fe", "k8s"]
 def test_router_walk_matches_the_exact_computation(order):
     """The router over the memory store must find exactly what brute force over the same vectors finds."""
     embedder = HashEmbedder()
-    with OutcomeRouter(MemoryTransport(dim=embedder.dim), embedder) as router:
+    with OutcomeRouter(MemoryStore(dim=embedder.dim), embedder) as router:
         through_router = router_arrivals(router, packets(TEXTS), TEXT_LABELS, order=order, top_k=2, now=NOW)
         assert router.stats()["packets"] == len(TEXTS)
     exact = arrivals(embedder.encode(TEXTS), TEXT_LABELS, order=order, top_k=2)
@@ -138,7 +138,7 @@ def test_router_walk_needs_distinct_agents():
     embedder = HashEmbedder()
     same = [OutcomePacket(problem_description=t, outcome_type="open", confidence=0.5, timestamp=NOW, agent_id="x")
             for t in TEXTS[:2]]
-    with OutcomeRouter(MemoryTransport(dim=embedder.dim), embedder) as router:
+    with OutcomeRouter(MemoryStore(dim=embedder.dim), embedder) as router:
         with pytest.raises(ValueError, match="distinct agent_id"):
             router_arrivals(router, same, ["a", "b"], now=NOW)
         assert router.stats()["packets"] == 0

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from qis_lib import OutcomePacket
-from qis_lib import datasets
-from qis_lib.datasets import (load_gitbugs, map_resolution, normalise_resolution, parse_dates, problem_text,
+from qis_lib.infra import datasets
+from qis_lib.infra.datasets import (load_gitbugs, map_resolution, normalise_resolution, parse_dates, problem_text,
                               size_table)
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini"

@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from qis_lib import embeddings
+from qis_lib import embedders as embeddings
 from qis_lib.bench.embedding import BACKENDS as BENCH_BACKENDS
 from qis_lib.bench.embedding import measure, real_texts, routing_ids
-from qis_lib.demo import load_seed_packets
-from qis_lib.embeddings import (EmbeddingCache, HashEmbedder, SentenceTransformerEmbedder, check_texts,
+from qis_lib.infra.seeds import load_seed_packets
+from qis_lib.embedders import (EmbeddingCache, HashEmbedder, SentenceTransformerEmbedder, check_texts,
                                 get_embedder, normalise)
 
 pytest.importorskip("onnxruntime")

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qis_lib.embeddings import get_embedder
-from qis_lib.failover import (OP_COLUMNS, CachedEmbedder, ChromaTarget, Ledger, LoadSpec, check_loss, classify,
+from qis_lib.embedders import get_embedder
+from qis_lib.experiments.failover import (OP_COLUMNS, CachedEmbedder, ChromaTarget, Ledger, LoadSpec, check_loss, classify,
                               make_packet, recovery_times, run_failover, seed_texts, summarize,
                               timeline_plot, with_phases)
-from qis_lib.servers import ChromaServer
+from qis_lib.infra.servers import ChromaServer
 
 # ------------------------------------------------------------------ synthetic records
 
@@ -247,9 +247,9 @@ def test_chroma_result_saves_its_records(chroma_run, tmp_path):
 
 
 def test_qdrant_target_picks_its_victim_and_checks_settings(tmp_path):
-    from qis_lib.cluster import ProcessCluster
-    from qis_lib.failover import QdrantClusterTarget, run_qdrant_cases
-    from qis_lib.servers import free_port
+    from qis_lib.infra.cluster import ProcessCluster
+    from qis_lib.experiments.failover import QdrantClusterTarget, run_qdrant_cases
+    from qis_lib.infra.servers import free_port
 
     cluster = ProcessCluster(qdrant_bin="qdrant", base_port=20000 + free_port() % 20000, workdir=tmp_path)
     entry = QdrantClusterTarget(cluster, victim="entry")

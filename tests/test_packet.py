@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from qis_lib import OutcomePacket
-from qis_lib.packet import MAX_PACKET_BYTES
+from qis_lib.core.packet import MAX_PACKET_BYTES
 
 
 def make(**overrides):

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from conftest import unique_name
-from qis_lib.datasets import load_gitbugs
-from qis_lib.embeddings import HashEmbedder
-from qis_lib.quality import (EdgeHybrid, agrees_with_exact, cold_start_series, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
+from qis_lib.infra.datasets import load_gitbugs
+from qis_lib.embedders import HashEmbedder
+from qis_lib.experiments.quality import (EdgeHybrid, agrees_with_exact, cold_start_series, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
                              exact_ranks, load_store, mean_tokens, quality_table, recall_summary, rrf, rrf_scores,
                              transport_search)
-from qis_lib.transports import open_transport
+from qis_lib.stores import open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini"
 EMBEDDER = HashEmbedder()
@@ -55,7 +55,7 @@ def test_recall_summary_by_hand():
 def test_stores_agree_with_exact_ranks(jira, store):
     ds, vectors = jira
     options = {"collection": unique_name()} if store == "chroma" else {}
-    transport = open_transport(store, dim=EMBEDDER.dim, **options)
+    transport = open_store(store, dim=EMBEDDER.dim, **options)
     try:
         load_store(transport, ds.packets, vectors)
         assert transport.count() == len(ds.packets)
@@ -92,7 +92,7 @@ def test_quality_table_rows(jira):
 
 def test_cold_start_replay(jira):
     ds, vectors = jira
-    transport = open_transport("memory", dim=EMBEDDER.dim)
+    transport = open_store("memory", dim=EMBEDDER.dim)
     replay = cold_start_replay(transport, ds.packets, vectors, ds.duplicate_pairs, top_k=3, match_score=0.2)
     assert list(replay["deposited"]) == list(range(len(ds.packets)))
     assert transport.count() == len(ds.packets)
@@ -122,7 +122,7 @@ def test_replay_respects_ttl(jira):
     """A packet that expired before a later agent arrives is not delivered to it."""
     ds, vectors = jira
     short = ds.make_packets("summary+description", description_chars=80, ttl=3600.0)
-    replay = cold_start_replay(open_transport("memory", dim=EMBEDDER.dim), short, vectors, ds.duplicate_pairs,
+    replay = cold_start_replay(open_store("memory", dim=EMBEDDER.dim), short, vectors, ds.duplicate_pairs,
                                top_k=3)
     # every report in the fixture comes more than an hour after the previous one
     assert replay["best_score"].isna().all() and replay["rank"].isna().all()
@@ -177,7 +177,7 @@ def test_real_data_stores_agree_with_exact():
         pytest.skip("real GitBugs data absent: set QIS_GITBUGS_DIR (here: ../shared/data/gitbugs/hadoop)")
     ds = load_gitbugs(path, download=False)
     vectors = EMBEDDER.encode([p.problem_description for p in ds.packets])
-    transport = open_transport("qdrant-edge", dim=EMBEDDER.dim)
+    transport = open_store("qdrant-edge", dim=EMBEDDER.dim)
     try:
         load_store(transport, ds.packets, vectors)
         got = duplicate_ranks(transport_search(transport, ds.packets, vectors), ds.packets, ds.duplicate_pairs)

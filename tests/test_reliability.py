@@ -9,8 +9,8 @@ import multiprocessing
 import pytest
 
 from qis_lib import make_router
-from qis_lib.reliability import CRASH_STORES, concurrent_load, crash_runs, make_packet
-from qis_lib.transports import StoreBusyError, open_transport
+from qis_lib.experiments.reliability import CRASH_STORES, concurrent_load, crash_runs, make_packet
+from qis_lib.stores import StoreBusyError, open_store
 
 EMBEDDED = ["memory", "chroma", "chroma-path", "qdrant", "qdrant-path", "qdrant-edge"]
 
@@ -66,13 +66,13 @@ def test_several_processes_share_a_chroma_server(chroma_server):
 def test_second_opener_of_an_embedded_store_gets_a_clear_error(kind, tmp_path):
     name, path = {"chroma-path": ("chroma", tmp_path / "c"), "qdrant-path": ("qdrant", tmp_path / "q"),
                   "qdrant-edge": ("qdrant-edge", tmp_path / "e")}[kind]
-    first = open_transport(name, path=str(path))
+    first = open_store(name, path=str(path))
     try:
         with pytest.raises(StoreBusyError, match=str(path)):
-            open_transport(name, path=str(path))
+            open_store(name, path=str(path))
     finally:
         first.close()
-    open_transport(name, path=str(path)).close()  # free again once the first one closed
+    open_store(name, path=str(path)).close()  # free again once the first one closed
 
 
 @pytest.mark.parametrize("kind", list(CRASH_STORES))

@@ -1,8 +1,9 @@
 import pytest
 
 from qis_lib import OutcomePacket, make_router
-from qis_lib.embeddings import HashEmbedder
-from qis_lib.router import Synthesis, parse_store_url
+from qis_lib.embedders import HashEmbedder
+from qis_lib.core.router import Synthesis
+from qis_lib.core.urls import parse_store_url
 
 
 @pytest.mark.parametrize("url, name, options", [

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qis_lib.timing import summarise, summary_table, time_calls
+from qis_lib.bench.timing import summarise, summary_table, time_calls
 
 
 class StepClock:

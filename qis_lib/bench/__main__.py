@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import data
-from .latency import PACKAGES, TARGETS
+from .latency import PACKAGES, targets
 
 
 def positive_ints(text: str) -> list[int]:
@@ -46,9 +46,9 @@ def names(choices):
 
 def cap(text: str) -> tuple[str, int | None]:
     target, sep, value = text.partition("=")
-    if not sep or target not in TARGETS or not (value == "none" or value.isdigit() and int(value) > 0):
+    if not sep or target not in targets() or not (value == "none" or value.isdigit() and int(value) > 0):
         raise argparse.ArgumentTypeError(f"expected TARGET=N or TARGET=none with TARGET one of "
-                                         f"{', '.join(TARGETS)}, got {text!r}")
+                                         f"{', '.join(targets())}, got {text!r}")
     return target, None if value == "none" else int(value)
 
 
@@ -65,11 +65,12 @@ def count(minimum: int):
 
 
 def parser() -> argparse.ArgumentParser:
-    targets = "\n".join(f"  {t.name:14} {t.mode}" + (f" (N <= {t.max_n:,} unless --cap)" if t.max_n else "")
-                        + (f" (needs ${t.needs})" if t.needs else "") for t in TARGETS.values())
+    known = targets()
+    listing = "\n".join(f"  {t.name:14} {t.mode}" + (f" (N <= {t.max_n:,} unless --cap)" if t.max_n else "")
+                         + (f" (cannot run here: {t.unavailable()})" if t.unavailable() else "") for t in known.values())
     p = argparse.ArgumentParser(prog="python -m qis_lib.bench", description=__doc__,
-                                epilog="transports:\n" + targets, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--transports", type=names(list(TARGETS)), default=["memory", "qdrant-edge"],
+                                epilog="transports:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--transports", type=names(list(known)), default=["memory", "qdrant-edge"],
                    help="comma-separated, from the list below (default memory,qdrant-edge)")
     p.add_argument("--sizes", type=positive_ints, default=[1000, 10000, 100000],
                    help="comma-separated numbers of points N (default 1000,10000,100000)")
@@ -92,10 +93,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
-    missing = [f"{t} needs ${TARGETS[t].needs}" for t in args.transports
-               if TARGETS[t].needs and not os.environ.get(TARGETS[t].needs)]
+    known = targets()
+    missing = [f"{t}: {known[t].unavailable()}" for t in args.transports if known[t].unavailable()]
     if missing:
-        parser().error("; ".join(missing) + " to be set")
+        parser().error("; ".join(missing))
 
     import pandas as pd
 
@@ -154,7 +155,7 @@ def draw(table, out: Path):
 def data_credit(vectors) -> str | None:
     if "real" not in vectors:
         return None
-    from ..datasets import CREDIT
+    from ..infra.datasets import CREDIT
 
     return CREDIT
 

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..packet import OUTCOME_TYPES, OutcomePacket
-from ..transports.base import QueryFilter
+from ..core.packet import OUTCOME_TYPES, OutcomePacket
+from ..stores.contract import QueryFilter
 
 NOW = 1_700_000_000.0  # the benchmark's clock: packets and filters use it, never the wall clock
 DAY = 86_400.0
@@ -105,7 +105,7 @@ def variant(summary: str, description: str, rng: np.random.Generator) -> str:
 def report_texts(summaries: Sequence[str], descriptions: Sequence[str], n: int, queries: int,
                  seed: int = 0) -> tuple[list[str], list[str]]:
     """The texts of the first n points and of the queries (see the module docstring)."""
-    from ..datasets import clean_text
+    from ..infra.datasets import clean_text
 
     n, queries = check_count("n", n), check_count("queries", queries)
     if len(summaries) != len(descriptions) or not summaries:
@@ -137,8 +137,8 @@ def real_set(n: int, queries: int, seed: int = 0, embedder=None, gitbugs_path: s
     """MiniLM vectors of GitBugs report texts. Embedding 100k texts takes minutes, so the
     matrix is cached under `cache` (default `cache_dir()`; False: no cache) by recipe:
     a cached matrix with at least n points and the same queries is reused (its head)."""
-    from ..datasets import CREDIT, load_gitbugs
-    from ..embeddings import get_embedder
+    from ..infra.datasets import CREDIT, load_gitbugs
+    from ..embedders import get_embedder
 
     n, queries = check_count("n", n), check_count("queries", queries)
     embedder = get_embedder() if embedder is None else embedder

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
@@ -28,10 +27,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..demo import DATA_DIR, load_seed_packets
-from ..embeddings import Embedder, SentenceTransformerEmbedder
-from ..packet import OutcomePacket
-from ..router import make_router
+from ..embedders import Embedder
+from ..embedders.minilm_torch import SentenceTransformerEmbedder
+from ..core.packet import OutcomePacket
+from ..core.router import make_router
+from ..infra.seeds import load_seed_packets, seed_texts
 
 REFERENCE = "sentence-transformers"
 BACKENDS = (REFERENCE, "onnx", "onnx-int8")
@@ -39,19 +39,12 @@ PACKAGES = ("numpy", "torch", "sentence-transformers", "transformers", "tokenize
 NOW = 1_700_000_000.0  # a fixed clock for the packets, so routing compares like with like
 
 
-def real_texts(path: str | os.PathLike | None = None) -> list[str]:
-    """The seed packets' problem descriptions and outcome summaries (80 short texts)."""
-    path = Path(path) if path is not None else DATA_DIR / "packets.jsonl"
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["problem_description"] for r in rows] + [r["delta_summary"] for r in rows if r.get("delta_summary")]
-
-
 def make_embedder(backend: str, batch_size: int = 32, cache_size: int = 0) -> Embedder:
     """A fresh embedder (not the shared one), by default with its text cache off."""
     if backend == REFERENCE:
         return SentenceTransformerEmbedder(batch_size=batch_size, cache_size=cache_size)
     if backend in ("onnx", "onnx-int8"):
-        from ..onnx_embedder import OnnxEmbedder
+        from ..embedders.onnx import OnnxEmbedder
 
         return OnnxEmbedder(quantize=backend == "onnx-int8", batch_size=batch_size, cache_size=cache_size)
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
@@ -153,7 +146,7 @@ def measure(embedders: dict[str, Embedder], texts: Sequence[str], rounds: int = 
 def run(backends: Sequence[str] = BACKENDS, rounds: int = 3, batch_size: int = 32,
         texts: Sequence[str] | None = None) -> pd.DataFrame:
     """Load the backends and measure them on the real texts; load average recorded around the run."""
-    texts = real_texts() if texts is None else list(texts)
+    texts = seed_texts() if texts is None else list(texts)
     load_before = os.getloadavg()[0]
     embedders = {name: make_embedder(name, batch_size=batch_size) for name in backends}
     table = measure(embedders, texts, rounds=rounds)

@@ -47,11 +47,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..embeddings import EmbeddingCache
-from ..router import OutcomeRouter
-from ..timing import summarise, time_calls
+from ..core.router import OutcomeRouter
+from ..embedders import CachedEmbedder
+from ..stores import ModeContext, Store, all_modes, open_store
+from .timing import summarise, time_calls
 from . import data
-from .raw import numpy_query_fn, raw_query_fn
+from .raw import numpy_query_fn
 
 BATCH = 1000  # points per bulk upsert
 BLOCK = 100  # queries per turn when the three calls take turns
@@ -61,98 +62,45 @@ PACKAGES = ("numpy", "pandas", "chromadb", "qdrant-client", "qdrant-edge-py", "o
 
 @dataclass(frozen=True)
 class Target:
-    """One way of running a store: `transport` is its make_router name."""
+    """One way of running a store, from a registry mode that names a benchmark target."""
 
-    name: str
-    transport: str
-    mode: str
+    name: str  # the target's name on the command line
+    transport: str  # the store's make_router name
+    mode: str  # what the mode is, in words
+    mode_name: str  # the registry mode it runs
     max_n: int | None = None  # larger N are skipped, for the reason below
     why_capped: str = ""
-    needs: str | None = None  # environment variable that must be set
+
+    def unavailable(self) -> str | None:
+        """Why this target cannot run here, or None."""
+        return all_modes()[self.mode_name][1].needs()
 
 
-# Default caps: past these, 1,000 queries x 3 calls x 2 filter settings do not fit in minutes.
-CHROMA_MAX_N = 10_000
-CHROMA_WHY = ("every router query carries a where clause (expiry, confidence), which Chroma evaluates by scanning "
-              "the metadata: query time grows linearly with N (tens of ms at 10k, about 0.6-0.9 s at 30k measured "
-              "on this machine under load), so 6,000 calls at 100k would take hours")
-QDRANT_LOCAL_MAX_N = 1_000
-TARGETS = {t.name: t for t in (
-    Target("memory", "memory", "numpy exact, in-process"),
-    Target("qdrant-edge", "qdrant-edge", "Qdrant engine in-process, payload indexes, temp folder"),
-    Target("chroma", "chroma", "embedded PersistentClient, temp folder", CHROMA_MAX_N, CHROMA_WHY),
-    Target("chroma-server", "chroma", "chroma run on loopback, HTTP", CHROMA_MAX_N, CHROMA_WHY),
-    Target("qdrant", "qdrant", "qdrant-client local mode (:memory:)", QDRANT_LOCAL_MAX_N,
-           "qdrant-client local mode is pure Python (exact search, filters checked in Python point by point, "
-           "no payload indexes; it warns above 20,000 points): about 30 ms a query at 1k and ten times that "
-           "at 10k, so 6,000 calls at 10k would take about half an hour"),
-    Target("qdrant-server", "qdrant", "Qdrant server at $QDRANT_URL, HTTP", needs="QDRANT_URL"),
-)}
-
-
-class CachedEmbedder:
-    """The real embedders' LRU cache, filled beforehand: encoding costs a cache hit."""
-
-    def __init__(self, texts: Sequence[str], vectors: np.ndarray, name: str = "cache-hit"):
-        self.name, self.dim = name, int(vectors.shape[1])
-        row = {t: i for i, t in enumerate(texts)}
-        self._cache = EmbeddingCache(maxsize=len(row))
-        self._cache.encode(list(row), lambda missing: vectors[[row[t] for t in missing]], self.dim)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self._cache.encode(list(texts), self._missing, self.dim)
-
-    @staticmethod
-    def _missing(texts: list[str]) -> np.ndarray:
-        raise KeyError(f"{len(texts)} text(s) were not embedded beforehand, e.g. {texts[0]!r}")
+def targets() -> dict[str, Target]:
+    """Every benchmark target of every registered store (modes with a `bench` name)."""
+    return {mode.bench: Target(mode.bench, spec.name, mode.description or mode.name, mode.name, mode.bench_max_n,
+                               mode.bench_why_capped)
+            for spec, mode in all_modes().values() if mode.bench}
 
 
 @contextlib.contextmanager
-def opened(target: Target, dim: int) -> Iterator:
-    """A fresh, empty store for `target`; removed afterwards."""
-    from ..transports import open_transport
-
+def opened(target: Target, dim: int) -> Iterator[Store]:
+    """A fresh, empty store for `target`; closed and removed afterwards."""
+    spec, mode = all_modes()[target.mode_name]
     with contextlib.ExitStack() as stack:
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="qis-bench-"))
-        if target.name == "memory":
-            transport = open_transport("memory", dim=dim)
-        elif target.name == "qdrant-edge":
-            transport = open_transport("qdrant-edge", dim=dim, path=os.path.join(folder, "shard"))
-        elif target.name == "chroma":
-            transport = open_transport("chroma", dim=dim, path=os.path.join(folder, "chroma"))
-        elif target.name == "chroma-server":
-            from ..servers import ChromaServer
-
-            server = stack.enter_context(ChromaServer(path=os.path.join(folder, "server")))
-            transport = open_transport("chroma", dim=dim, url=server.url, collection="bench")
-        elif target.name == "qdrant":
-            transport = open_transport("qdrant", dim=dim, location=":memory:")
-        elif target.name == "qdrant-server":
-            transport = open_transport("qdrant", dim=dim, url=os.environ["QDRANT_URL"],
-                                       collection=f"bench-{uuid.uuid4().hex[:8]}")
-        else:
-            raise ValueError(f"unknown target {target.name!r}; choose from {sorted(TARGETS)}")
-        stack.callback(transport.close)
-        if target.name == "qdrant-server":  # runs before close (last in, first out)
-            stack.callback(lambda: transport.client.delete_collection(transport.collection_name))
-        yield transport
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qis-bench-")))
+        ctx = ModeContext(folder, stack, collection=f"bench-{uuid.uuid4().hex[:8]}")
+        store = open_store(spec.name, dim=dim, **mode.options(ctx))
+        stack.callback(store.close)
+        if mode.cleanup is not None:  # runs before close (last in, first out)
+            stack.callback(mode.cleanup, store)
+        yield store
 
 
-def build_index(target: Target, transport, timeout: float = 600.0) -> float:
-    """Seconds spent making the store's index ready after a bulk load (0 where it is built on write)."""
+def build_index(store: Store) -> float:
+    """Seconds the store's post-load hook takes (0 where the index is built on write)."""
     start = time.perf_counter()
-    if target.name == "qdrant-edge":
-        transport.optimize()
-    elif target.name == "qdrant-server":
-        from qdrant_client import models
-
-        deadline = time.monotonic() + timeout
-        while transport.client.get_collection(transport.collection_name).status != models.CollectionStatus.GREEN:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the Qdrant server did not finish indexing within {timeout}s")
-            time.sleep(0.2)
-    else:
-        return 0.0
+    store.after_bulk_load()
     return time.perf_counter() - start
 
 
@@ -175,9 +123,13 @@ def take_turns(fns: dict[str, Callable[[int], object]], timed: Sequence[int], wa
     return {name: np.concatenate(p) for name, p in parts.items()}
 
 
-def percentiles(prefix: str, times: np.ndarray) -> dict[str, float]:
+def percentiles(prefix: str, times: np.ndarray | None) -> dict[str, float]:
+    """p50/p95/p99 in ms under `prefix`; NaN where nothing was timed (a store with no native call)."""
+    keys = ("p50_ms", "p95_ms", "p99_ms")
+    if times is None:
+        return {f"{prefix}{key}": float("nan") for key in keys}
     summary = summarise(times, "ms")
-    return {f"{prefix}{key}": summary[key] for key in ("p50_ms", "p95_ms", "p99_ms")}
+    return {f"{prefix}{key}": summary[key] for key in keys}
 
 
 def measure_target(target: Target, vset: data.VectorSet, points: data.Points, filters: dict[bool, list],
@@ -193,30 +145,32 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
     warm, timed = range(warmup), range(warmup, warmup + queries)
     rows = []
     load_before = os.getloadavg()[0]
-    with opened(target, dim) as transport:
+    with opened(target, dim) as store:
         start = time.perf_counter()
         for s in tqdm(range(0, n, BATCH), desc=f"{target.name} n={n} {vset.name}: deposit", unit="batch",
                       disable=not progress, leave=False):
-            transport.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])
+            store.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])
         load_s = time.perf_counter() - start
-        index_s = build_index(target, transport)
-        if transport.count() != n:
-            raise RuntimeError(f"{target.name} holds {transport.count()} points after loading {n}")
-        router = OutcomeRouter(transport, CachedEmbedder(vset.query_texts, vset.queries))
+        index_s = build_index(store)
+        if store.count() != n:
+            raise RuntimeError(f"{target.name} holds {store.count()} points after loading {n}")
+        router = OutcomeRouter(store, CachedEmbedder(texts=vset.query_texts, vectors=vset.queries, strict=True,
+                                                     name="cache-hit"))
         for filtered in (False, True):
             flts = filters[filtered]
             found: list = [None] * len(flts)
 
             def through_transport(j, flts=flts, found=found):
-                found[j] = transport.query(vset.queries[j], k, flts[j])
+                found[j] = store.query(vset.queries[j], k, flts[j])
 
             def through_router(j, flts=flts):
                 f = flts[j]
                 router.query(vset.query_texts[j], top_k=k, domain=f.domain, min_confidence=f.min_confidence, now=f.now)
 
-            fns = {"transport": through_transport, "raw": raw_query_fn(transport, vset.vectors, masks[filtered],
-                                                                       vset.queries, flts, k),
-                   "router": through_router}
+            native = store.native_query_fn(vset.queries, flts, k)
+            fns = {"transport": through_transport, "router": through_router}
+            if native is not None:
+                fns["raw"] = native
             with tqdm(total=queries, desc=f"{target.name} n={n} {vset.name} filtered={filtered}", unit="query",
                       disable=not progress, leave=False) as bar:
                 times = take_turns(fns, timed, warm, progress=bar)
@@ -226,7 +180,7 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
             row = {"transport": target.transport, "target": target.name, "mode": target.mode, "vectors": vset.name,
                    "n": n, "filtered": filtered,
                    "pass_share": float(np.mean([m.mean() for m in masks[filtered][warmup:]])),
-                   **percentiles("", times["transport"]), **percentiles("raw_", times["raw"]),
+                   **percentiles("", times["transport"]), **percentiles("raw_", times.get("raw")),
                    **percentiles("router_", times["router"]), **floors[filtered],
                    "recall_at_10": float(recall.mean()), "recall_min": float(recall.min())}
             row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
@@ -274,13 +228,14 @@ def embedding_cost(embedder, texts: Sequence[str], singles: int = 100) -> dict[s
 
 
 def check_targets(names: Sequence[str]) -> list[Target]:
-    unknown = [n for n in names if n not in TARGETS]
+    known = targets()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown transport(s) {unknown}; choose from {', '.join(TARGETS)}")
-    missing = [f"{n} needs ${TARGETS[n].needs}" for n in names if TARGETS[n].needs and not os.environ.get(TARGETS[n].needs)]
+        raise ValueError(f"unknown transport(s) {unknown}; choose from {', '.join(known)}")
+    missing = [f"{n}: {known[n].unavailable()}" for n in names if known[n].unavailable()]
     if missing:
-        raise ValueError("; ".join(missing) + " to be set")
-    return [TARGETS[n] for n in names]
+        raise ValueError("; ".join(missing))
+    return [known[n] for n in names]
 
 
 def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int] = (1000,),
@@ -303,7 +258,7 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
     rows, extra = [], {}
     for name in vectors:
         if name == "real":
-            from ..embeddings import get_embedder
+            from ..embedders import get_embedder
 
             embedder = get_embedder() if embedder is None else embedder
             full = data.real_set(max(sizes), pool, seed, embedder, gitbugs_path, cache, progress)
@@ -341,7 +296,7 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
 
     sets = [v for v in data.VECTOR_SETS if v in set(table["vectors"])]
     fig, axes = plt.subplots(len(sets), 2, figsize=(11, 4.2 * len(sets)), squeeze=False, sharex=True)
-    colours = dict(zip(TARGETS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for r, vectors in enumerate(sets):
         for c, filtered in enumerate((False, True)):
             ax = axes[r][c]
@@ -385,7 +340,7 @@ def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None =
     from matplotlib.ticker import LogLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False, sharey=True)
-    colours = dict(zip(TARGETS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     markers = {"real": "o", "random": "x"}
     for c, filtered in enumerate((False, True)):
         ax = axes[0][c]

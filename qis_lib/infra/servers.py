@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .transports.chroma import heartbeat_problem
+from ..stores.chroma import heartbeat_problem
 
 
 def free_port(host: str = "127.0.0.1") -> int:

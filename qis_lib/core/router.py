@@ -6,18 +6,17 @@ from a name or a URL-like string.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
-from urllib.parse import parse_qsl, urlparse
 
-from .embeddings import Embedder, get_embedder
+from ..embedders import Embedder, get_embedder
+from ..stores.contract import QueryFilter, Store, check_top_k
+from ..stores.registry import STORES, open_store
 from .packet import OutcomePacket
-from .transports import REGISTRY, QueryFilter, Transport, open_transport
-from .transports.base import check_top_k
+from .urls import parse_store_url, url_forms
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +47,21 @@ class Synthesis:
         )
 
 
-def _check_optional_text(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"{name} must be None or a non-empty string, got {value!r}")
-
-
 class OutcomeRouter:
-    def __init__(self, transport: Transport, embedder: Embedder | None = None):
-        self.transport = transport
+    """Deposits packets into one store and routes problems to the outcomes stored there.
+
+    The same class runs on every store: all it asks of one is the `Store` contract.
+    Safe to call from many threads.
+    """
+
+    def __init__(self, store: Store, embedder: Embedder | None = None):
+        if not isinstance(store, Store):
+            raise TypeError(f"OutcomeRouter takes a Store, got {type(store).__name__}")
+        self.store = store
         self.embedder = embedder if embedder is not None else get_embedder()
-        if self.embedder.dim != transport.dim:
+        if self.embedder.dim != store.dim:
             raise ValueError(f"embedder {self.embedder.name} gives {self.embedder.dim}-d vectors but the "
-                             f"{transport.name} store holds {transport.dim}-d vectors")
+                             f"{store.name} store holds {store.dim}-d vectors")
         self._counts: Counter = Counter()
         self._counts_lock = threading.Lock()
 
@@ -81,7 +83,7 @@ class OutcomeRouter:
         unique = list({pid: p for pid, p in zip(ids, packets)}.values())  # a packet twice in a batch is one write
         if unique:
             vectors = self.embedder.encode([p.problem_description for p in unique])
-            self.transport.upsert([p.packet_id for p in unique], vectors, [p.to_payload() for p in unique])
+            self.store.upsert([p.packet_id for p in unique], vectors, [p.to_payload() for p in unique])
             self._count("deposits", len(unique))
         return ids
 
@@ -95,18 +97,10 @@ class OutcomeRouter:
         if not isinstance(problem, str) or not problem.strip():
             raise ValueError(f"problem must be a non-empty string, got {problem!r}")
         check_top_k(top_k)
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) \
-                or not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be a number between 0.0 and 1.0, got {min_confidence!r}")
-        _check_optional_text("domain", domain)
-        _check_optional_text("exclude_agent", exclude_agent)
-        now = time.time() if now is None else now
-        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
-        flt = QueryFilter(now=float(now), domain=domain, min_confidence=float(min_confidence),
-                          exclude_agent=exclude_agent)
+        flt = QueryFilter(now=time.time() if now is None else now, domain=domain, min_confidence=min_confidence,
+                          exclude_agent=exclude_agent)  # checks each value, naming the one that is wrong
         vector = self.embedder.encode([problem])[0]
-        hits = self.transport.query(vector, top_k, flt)
+        hits = self.store.query(vector, top_k, flt)
         self._count("queries")
         return self._packets(hits)
 
@@ -129,25 +123,26 @@ class OutcomeRouter:
 
     def get(self, packet_ids: Sequence[str]) -> dict[str, OutcomePacket]:
         """The stored packets among `packet_ids` (missing ids are left out)."""
-        found = self.transport.get(list(packet_ids))
+        found = self.store.get(list(packet_ids))
         return {pid: packet for pid, payload in found.items()
                 for packet, _ in self._packets([(payload, 0.0)])}
 
     def stats(self) -> dict[str, Any]:
+        """Counts of this router's work and the store's size and capabilities."""
         with self._counts_lock:
             counts = dict(self._counts)
         return {
-            "transport": self.transport.name,
+            "store": self.store.name,
             "embedder": self.embedder.name,
-            "packets": self.transport.count(),
+            "packets": self.store.count(),
             "deposits": counts.get("deposits", 0),
             "queries": counts.get("queries", 0),
             "skipped_payloads": counts.get("skipped_payloads", 0),
-            **{k: v for k, v in vars(self.transport.capabilities).items()},
+            **{k: v for k, v in vars(self.store.capabilities).items()},
         }
 
     def close(self) -> None:
-        self.transport.close()
+        self.store.close()
 
     def __enter__(self) -> "OutcomeRouter":
         return self
@@ -156,64 +151,22 @@ class OutcomeRouter:
         self.close()
 
 
-URL_FORMS = (
-    "memory://",
-    "chroma://  (ephemeral)", "chroma:///PATH", "chroma://HOST:PORT",
-    "qdrant://  (:memory:)", "qdrant:///PATH", "qdrant://HOST:PORT[,HOST:PORT...]",
-    "qdrant-edge://  (temporary)", "qdrant-edge:///PATH",
-)
-
-
-def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
-    """'qdrant://h1:6333,h2:6343?replication_factor=2' -> ('qdrant', {...options})."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in REGISTRY:
-        raise ValueError(f"bad store url {url!r}; use one of: {', '.join(URL_FORMS)}")
-    location, _, query = rest.partition("?")
-    options: dict[str, Any] = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
-    if location.startswith("/"):  # scheme:///path
-        if scheme in ("memory",):
-            raise ValueError(f"the memory transport takes no path: {url!r}")
-        options["path"] = location
-    elif location:
-        if scheme not in ("chroma", "qdrant"):
-            raise ValueError(f"{scheme} runs in-process and takes no host: {url!r}; use {scheme}:///PATH")
-        urls = []
-        for node in location.split(","):
-            try:
-                parsed = urlparse(f"http://{node}")
-                port = parsed.port
-            except ValueError:
-                port = None
-                parsed = None
-            if parsed is None or not parsed.hostname or port is None:
-                raise ValueError(f"bad node {node!r} in {url!r}: expected HOST:PORT")
-            urls.append(f"http://{parsed.hostname}:{port}")
-        if scheme == "chroma":
-            if len(urls) > 1:
-                raise ValueError(f"chroma takes one server, got {len(urls)} in {url!r}")
-            options["url"] = urls[0]
-        else:
-            options["urls" if len(urls) > 1 else "url"] = urls if len(urls) > 1 else urls[0]
-    return scheme, options
-
-
 def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = None, **options) -> OutcomeRouter:
     """A router over the named store: make_router("qdrant-edge", path="data/store") or
     make_router("qdrant://localhost:6333"). `embedder` is an Embedder, a backend name
     for `get_embedder`, or None for the fastest installed backend (onnx, else
     sentence-transformers; the choice is logged once)."""
     if not isinstance(name_or_url, str):
-        raise TypeError(f"make_router takes a transport name or url, got {type(name_or_url).__name__}")
+        raise TypeError(f"make_router takes a store name or url, got {type(name_or_url).__name__}")
     if "://" in name_or_url:
         name, url_options = parse_store_url(name_or_url)
         options = {**url_options, **options}
     else:
         name = name_or_url
-        if name not in REGISTRY:
-            raise ValueError(f"unknown transport {name!r}; choose one of {sorted(REGISTRY)} "
-                             f"or a url: {', '.join(URL_FORMS)}")
+        if name not in STORES:
+            raise ValueError(f"unknown store {name!r}; choose one of {sorted(STORES)} "
+                             f"or a url: {', '.join(url_forms())}")
     if embedder is None or isinstance(embedder, str):
         embedder = get_embedder(embedder)
     options.setdefault("dim", embedder.dim)
-    return OutcomeRouter(open_transport(name, **options), embedder)
+    return OutcomeRouter(open_store(name, **options), embedder)

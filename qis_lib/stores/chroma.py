@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .base import Capabilities, QueryFilter, check_dim, check_query, check_upsert, lock_folder
+from .contract import Capabilities, QueryFilter, Store, check_dim, lock_folder
 
 
 QUERY_ATTEMPTS = 3
@@ -54,7 +54,7 @@ def _from_metadata(metadata: dict | None) -> dict:
     return payload
 
 
-class ChromaTransport:
+class ChromaStore(Store):
     name = "chroma"
 
     def __init__(self, path: str | None = None, url: str | None = None, collection: str | None = None,
@@ -106,20 +106,21 @@ class ChromaTransport:
         )
         self._max_batch = self.client.get_max_batch_size()
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
-        vectors = check_upsert(self.dim, ids, vectors, payloads)
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         metadatas = [_to_metadata(p) for p in payloads]
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
-            self.collection.upsert(ids=list(ids[start:end]), embeddings=vectors[start:end], metadatas=metadatas[start:end])
+            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
 
-    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
-        vector = check_query(self.dim, vector, top_k)
+    def _native_query(self, vectors: np.ndarray, top_k: int, where: dict):
+        return self.collection.query(query_embeddings=vectors, n_results=top_k, where=where,
+                                     include=["metadatas", "distances"])
+
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         where = chroma_where(flt)
         for attempt in range(QUERY_ATTEMPTS):
             try:
-                result = self.collection.query(query_embeddings=vector[None, :], n_results=top_k, where=where,
-                                               include=["metadatas", "distances"])
+                result = self._native_query(vector[None, :], top_k, where)
                 break
             except Exception as exc:
                 # chromadb 1.5.9: a query racing an upsert in another thread sometimes fails with
@@ -129,13 +130,22 @@ class ChromaTransport:
         # cosine space: distance = 1 - cosine similarity
         return [(_from_metadata(m), 1.0 - float(d)) for m, d in zip(result["metadatas"][0], result["distances"][0])]
 
-    def get(self, ids: Sequence[str]) -> dict[str, dict]:
+    def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
+        """`collection.query(...)` with every where clause and query batch built beforehand."""
+        wheres = [chroma_where(f) for f in filters]
+        batches = [v[None, :] for v in vectors]
+        return lambda j: self._native_query(batches[j], k, wheres[j])
+
+    def _get(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
-        ids = list(ids)
         for start in range(0, len(ids), self._max_batch):
             result = self.collection.get(ids=ids[start:start + self._max_batch], include=["metadatas"])
             out.update({i: _from_metadata(m) for i, m in zip(result["ids"], result["metadatas"])})
         return out
+
+    def _delete(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), self._max_batch):
+            self.collection.delete(ids=ids[start:start + self._max_batch])
 
     def count(self) -> int:
         return self.collection.count()

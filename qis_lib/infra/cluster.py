@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # a clone's root: the compose file lives there
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 P2P_PORT = 6335  # Qdrant's default peer-to-peer port, inside a container
 HTTP_PORT = 6333

@@ -1,45 +1,18 @@
 """The series' demo, on real words: 20 agents arrive one after another, each deposits
 its outcome and asks what agents with a similar problem found.
 
-    python -m qis_lib.demo                      # qdrant-edge, the embedded Qdrant engine
-    python -m qis_lib.demo --transport memory   # any make_router name or url
+    python -m qis_lib.experiments.demo                      # qdrant-edge, the embedded Qdrant engine
+    python -m qis_lib.experiments.demo --store memory   # any make_router name or url
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
-from pathlib import Path
 
 import pandas as pd
 
-from .packet import OutcomePacket
-from .router import OutcomeRouter, make_router
-
-DATA_DIR = Path(os.environ.get("QIS_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
-
-
-def load_seed_packets(path: str | os.PathLike | None = None, now: float | None = None,
-                      ttl: float = 7 * 24 * 3600.0) -> list[OutcomePacket]:
-    """The project's hand-written packets (data/packets.jsonl), stamped at `now`."""
-    path = Path(path) if path is not None else DATA_DIR / "packets.jsonl"
-    now = time.time() if now is None else now
-    packets = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            try:
-                packets.append(OutcomePacket(
-                    problem_description=row["problem_description"], outcome_type=row["outcome_type"],
-                    confidence=row["confidence"], delta_summary=row.get("delta_summary", ""),
-                    domain_tags=[row["domain"]], timestamp=now, agent_id=row["agent_id"], ttl=ttl))
-            except (KeyError, ValueError, TypeError) as exc:
-                raise ValueError(f"{path}:{line_no}: {exc}") from None
-    return packets
-
+from ..core.packet import OutcomePacket
+from ..core.router import OutcomeRouter, make_router
+from ..infra.seeds import load_seed_packets
 
 def arrival_order(packets: list[OutcomePacket], n_agents: int = 20) -> list[OutcomePacket]:
     """Round-robin over domains, so neighbours in the queue have different problems."""
@@ -74,14 +47,15 @@ def run_demo(router: OutcomeRouter, packets: list[OutcomePacket], top_k: int = 3
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transport", default="qdrant-edge", help="make_router name or url (default: qdrant-edge)")
+    parser.add_argument("--store", "--transport", dest="store", default="qdrant-edge",
+                        help="make_router name or url (default: qdrant-edge)")
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--embedder", default=None, help="embedder backend (default: the real MiniLM model)")
     args = parser.parse_args(argv)
     packets = arrival_order(load_seed_packets(), args.agents)
-    with make_router(args.transport, embedder=args.embedder) as router:
-        print(f"{len(packets)} agents on {router.transport.name}, embedder {router.embedder.name}\n")
+    with make_router(args.store, embedder=args.embedder) as router:
+        print(f"{len(packets)} agents on {router.store.name}, embedder {router.embedder.name}\n")
         table = run_demo(router, packets, top_k=args.top_k)
         with pd.option_context("display.max_colwidth", 80, "display.width", 160):
             print(table.to_string(index=False))

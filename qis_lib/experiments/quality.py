@@ -6,8 +6,8 @@ packets (the query's own packet is excluded with exclude_agent = its report id),
 both directions. recall@k is the share of queries whose partner is in the top k;
 MRR@k the mean of 1/rank (0 when the partner is not in the top k).
 
-- `duplicate_ranks(search, ...)` does this over any search function; `transport_search`
-  queries a Transport with vectors embedded once (so every store sees the same
+- `duplicate_ranks(search, ...)` does this over any search function; `store_search`
+  queries a Store with vectors embedded once (so every store sees the same
   vectors), `exact_ranks` computes the full rank with numpy (the ceiling of the model).
 - `cold_start_replay` deposits reports in Created order and asks, for each report with
   an earlier duplicate, whether one is in the top k among the packets deposited so far.
@@ -29,8 +29,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .packet import OutcomePacket
-from .transports.base import QueryFilter, Transport
+from ..core.packet import OutcomePacket
+from ..stores.contract import QueryFilter, Store
 
 Search = Callable[[int, int], list[str]]  # (query packet index, k) -> agent ids, best first
 KS = (1, 5, 10)
@@ -53,18 +53,18 @@ def _index(packets: Sequence[OutcomePacket]) -> dict[str, int]:
     return index
 
 
-def load_store(transport: Transport, packets: Sequence[OutcomePacket], vectors: np.ndarray,
+def load_store(store: Store, packets: Sequence[OutcomePacket], vectors: np.ndarray,
                batch: int = 1000) -> None:
-    """Write precomputed vectors and packet payloads through the transport API."""
+    """Write precomputed vectors and packet payloads through the store API."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if len(vectors) != len(packets):
         raise ValueError(f"got {len(packets)} packets but {len(vectors)} vectors")
     for start in range(0, len(packets), batch):
         chunk = packets[start:start + batch]
-        transport.upsert([p.packet_id for p in chunk], vectors[start:start + batch], [p.to_payload() for p in chunk])
+        store.upsert([p.packet_id for p in chunk], vectors[start:start + batch], [p.to_payload() for p in chunk])
 
 
-def transport_search(transport: Transport, packets: Sequence[OutcomePacket], vectors: np.ndarray,
+def store_search(store: Store, packets: Sequence[OutcomePacket], vectors: np.ndarray,
                      now: float | None = None) -> Search:
     """A search over a loaded transport: query with packet i's vector, its own agent excluded.
 
@@ -73,7 +73,7 @@ def transport_search(transport: Transport, packets: Sequence[OutcomePacket], vec
 
     def search(i: int, k: int) -> list[str]:
         flt = QueryFilter(now=now, exclude_agent=packets[i].agent_id)
-        return [payload["agent_id"] for payload, _ in transport.query(vectors[i], k, flt)]
+        return [payload["agent_id"] for payload, _ in store.query(vectors[i], k, flt)]
 
     return search
 
@@ -133,12 +133,12 @@ def recall_summary(ranks: pd.DataFrame | pd.Series, ks: Sequence[int] = KS, mrr_
 
 def quality_table(results: dict[tuple, pd.DataFrame], names: Sequence[str], ks: Sequence[int] = KS,
                   mrr_at: int = 10) -> pd.DataFrame:
-    """{(transport, text): ranks} -> one row per key with recall@k and MRR, 3 decimals."""
+    """{(store, text): ranks} -> one row per key with recall@k and MRR, 3 decimals."""
     rows = [{**dict(zip(names, key)), **recall_summary(r, ks, mrr_at)} for key, r in results.items()]
     return pd.DataFrame(rows).round(3)
 
 
-def cold_start_replay(transport: Transport, packets: Sequence[OutcomePacket], vectors: np.ndarray,
+def cold_start_replay(store: Store, packets: Sequence[OutcomePacket], vectors: np.ndarray,
                       pairs: Iterable[tuple[str, str]], top_k: int = 10, match_score: float = 0.5) -> pd.DataFrame:
     """Agents arrive in timestamp order; each queries the store (holding only earlier
     packets, at its own time) and then deposits its packet.
@@ -147,8 +147,8 @@ def cold_start_replay(transport: Transport, packets: Sequence[OutcomePacket], ve
     duplicate arrived before it), rank (best rank of an earlier duplicate in the top k,
     NaN if none), best_score, matched (best score >= `match_score`: it "finds a match"
     in the series' loose sense, right or wrong). The store should start empty."""
-    if transport.count() != 0:
-        raise ValueError(f"the replay needs an empty store, this one holds {transport.count()} packets")
+    if store.count() != 0:
+        raise ValueError(f"the replay needs an empty store, this one holds {store.count()} packets")
     vectors = np.asarray(vectors, dtype=np.float32)
     _index(packets)
     if len(vectors) != len(packets):
@@ -163,7 +163,7 @@ def cold_start_replay(transport: Transport, packets: Sequence[OutcomePacket], ve
     for deposited, i in enumerate(order):
         packet = packets[i]
         earlier = partners[packet.agent_id] & seen
-        hits = transport.query(vectors[i], top_k, QueryFilter(now=packet.timestamp, exclude_agent=packet.agent_id)) \
+        hits = store.query(vectors[i], top_k, QueryFilter(now=packet.timestamp, exclude_agent=packet.agent_id)) \
             if deposited else []
         ids = [payload["agent_id"] for payload, _ in hits]
         ranks = [ids.index(e) + 1 for e in earlier if e in ids]
@@ -171,7 +171,7 @@ def cold_start_replay(transport: Transport, packets: Sequence[OutcomePacket], ve
         rows.append({"deposited": deposited, "agent": packet.agent_id, "has_earlier": bool(earlier),
                      "rank": min(ranks) if ranks else np.nan, "best_score": best,
                      "matched": bool(hits) and best >= match_score})
-        transport.upsert([packet.packet_id], vectors[i:i + 1], [packet.to_payload()])
+        store.upsert([packet.packet_id], vectors[i:i + 1], [packet.to_payload()])
         seen.add(packet.agent_id)
     return pd.DataFrame(rows)
 

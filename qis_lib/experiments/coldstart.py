@@ -7,39 +7,19 @@ the same `problem` label (paraphrases of one problem, the sharp reading) or the 
 domain (the loose one).
 
 `arrivals` computes this exactly from the vectors (cosine top-k among earlier arrivals,
-what the memory transport answers); `router_arrivals` runs the same walk through a real
+what the memory store answers); `router_arrivals` runs the same walk through a real
 router and store, so the two can be checked against each other.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .packet import OutcomePacket
+from ..core.packet import OutcomePacket
 
 COLUMNS = ["arrival", "item", "label", "available", "matches", "found", "top1_relevant", "best_score"]
-
-
-def load_problem_labels(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """agent_id -> `problem` label from data/packets.jsonl (the seed packets' paraphrase groups)."""
-    from .demo import DATA_DIR
-
-    path = Path(path) if path is not None else DATA_DIR / "packets.jsonl"
-    labels = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row.get("problem"), str) or not row["problem"].strip():
-                raise ValueError(f"{path}:{line_no}: no `problem` label for agent {row.get('agent_id')!r}")
-            labels[row["agent_id"]] = row["problem"]
-    return labels
 
 
 def _check_order(order: Sequence[int], n: int) -> np.ndarray:

@@ -18,8 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (Capabilities, QueryFilter, StoreBusyError, check_dim, check_query, check_upsert,
-                   check_uuid_ids)
+from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
 
 
 def edge_filter(flt: QueryFilter):
@@ -38,7 +37,7 @@ def edge_filter(flt: QueryFilter):
     return qe.Filter(must=must, must_not=must_not)
 
 
-class QdrantEdgeTransport:
+class QdrantEdgeStore(Store):
     name = "qdrant-edge"
 
     def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None):
@@ -72,30 +71,48 @@ class QdrantEdgeTransport:
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         self._lock = threading.RLock()  # close() must not race a query
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+    def check_store_ids(self, ids: list[str]) -> None:
+        check_uuid_ids(ids)
+
+    def _request(self, vector: np.ndarray, top_k: int, flt: QueryFilter):
         import qdrant_edge as qe
 
-        vectors = check_upsert(self.dim, ids, vectors, payloads)
-        check_uuid_ids(ids)
-        points = [qe.Point(pid, v.tolist(), dict(p)) for pid, v, p in zip(ids, vectors, payloads)]
+        return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector.tolist()), filter=edge_filter(flt),
+                               with_payload=True, params=self._params)
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        import qdrant_edge as qe
+
+        points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
-    def query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
-        import qdrant_edge as qe
-
-        vector = check_query(self.dim, vector, top_k)
-        request = qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector.tolist()), filter=edge_filter(flt),
-                                  with_payload=True, params=self._params)
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        request = self._request(vector, top_k, flt)
         with self._lock:
             hits = self.shard.query(request)
         return [(dict(h.payload or {}), float(h.score)) for h in hits]
 
-    def get(self, ids: Sequence[str]) -> dict[str, dict]:
-        check_uuid_ids(ids)
+    def _get(self, ids: list[str]) -> dict[str, dict]:
         with self._lock:
-            records = self.shard.retrieve(list(ids), with_payload=True, with_vector=False)
+            records = self.shard.retrieve(ids, with_payload=True, with_vector=False)
         return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def _delete(self, ids: list[str]) -> None:
+        import qdrant_edge as qe
+
+        with self._lock:
+            self.shard.update(qe.UpdateOperation.delete_points(ids))
+
+    def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
+        """`shard.query(request)` with every request built beforehand."""
+        requests = [self._request(v, k, f) for v, f in zip(vectors, filters)]
+        shard = self.shard
+        return lambda j: shard.query(requests[j])
+
+    def after_bulk_load(self) -> None:
+        """Build the HNSW and payload indexes: the engine has no background optimizer."""
+        self.optimize()
 
     def count(self) -> int:
         import qdrant_edge as qe
@@ -113,6 +130,7 @@ class QdrantEdgeTransport:
             self.shard.flush()
 
     def close(self) -> None:
+        """Flush the write-ahead log and segments to disk, then release the folder."""
         with self._lock:
             if self.shard is not None:
                 self.shard.flush()

@@ -1,11 +1,11 @@
 """Reliability experiments: many agents at once, and a writer killed in the middle of a stream.
 
-The standard (see ../shared/notes/reliability.md): a deposit is *acknowledged* when
+The standard: a deposit is *acknowledged* when
 `deposit()` returned; it is *lost* if a later read, after recovery, does not see it.
 Every experiment keeps a ledger of acknowledged ids and checks each one afterwards.
 A SIGKILL test covers a crash of the process only, not a power loss.
 
-    python -m qis_lib.reliability --out results/reliability/   # every experiment, a CSV summary
+    python -m qis_lib.experiments.reliability --out results/reliability/   # every experiment, a CSV summary
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .packet import OutcomePacket
-from .router import OutcomeRouter, make_router
-from .servers import ChromaServer
+from ..core.packet import OutcomePacket
+from ..core.router import OutcomeRouter, make_router
+from ..infra.servers import ChromaServer
 
 WORDS = ("namenode datanode heap block report timeout lease replication disk full quota yarn container "
          "killed memory shuffle fetch failure kerberos token expired checksum corrupt rpc queue slow").split()
@@ -105,7 +105,7 @@ def concurrent_load(router: OutcomeRouter, threads: int = 8, ops_per_thread: int
     stored = router.get(list(acked))
     lost = [pid for pid in acked if pid not in stored]
     changed = [pid for pid, p in stored.items() if p != acked[pid]]
-    return {"transport": router.transport.name, "threads": threads, "operations": threads * ops_per_thread,
+    return {"transport": router.store.name, "threads": threads, "operations": threads * ops_per_thread,
             **counts, "acknowledged": len(acked), "lost": len(lost), "changed": len(changed),
             "extra": router.stats()["packets"] - len(acked), "seconds": round(seconds, 2), "error_samples": errors[:3]}
 
@@ -135,7 +135,7 @@ def check_stream(store: str, writer: str, indexes: list[int]) -> dict:
 
 
 def _run_module(*args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qis_lib.reliability", *args], text=True, **popen)
+    return subprocess.Popen([sys.executable, "-m", "qis_lib.experiments.reliability", *args], text=True, **popen)
 
 
 def kill_writer(store: str, kill_after: int, writer: str = "crash", limit: int = 100_000,
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        command = "python -m qis_lib.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m qis_lib.experiments.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
         for name, frame in (("concurrency", load), ("crashes", crashes)):
             frame.assign(command=command, cores=os.cpu_count()).to_csv(out / f"{name}.csv", index=False)
 

@@ -62,7 +62,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .packet import MAX_DELTA_CHARS, MAX_PACKET_BYTES, OutcomePacket
+from ..paths import cache_dir
+from ..core.packet import MAX_DELTA_CHARS, MAX_PACKET_BYTES, OutcomePacket
 
 CREDIT = ('Patil, A. "GitBugs: Bug Reports for Duplicate Detection, Retrieval Augmented Generation, '
           'Triage, and More." arXiv:2504.09651 (2025). Data: https://github.com/av9ash/gitbugs, CC BY 4.0.')
@@ -293,8 +294,8 @@ class GitBugs:
 
 
 def default_cache_dir() -> Path:
-    data = Path(os.environ.get("QIS_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
-    return data / "cache" / "gitbugs"
+    """Where downloaded GitBugs projects are kept: gitbugs/ in the cache folder."""
+    return cache_dir() / "gitbugs"
 
 
 def fetch_url(url: str, timeout: float = 60.0) -> bytes:

@@ -1,13 +1,13 @@
 """Failover experiments: a steady load on a store, a server killed and restarted under it,
 and a check that every acknowledged deposit is still there afterwards.
 
-    from qis_lib.failover import ChromaTarget, LoadSpec, run_failover
+    from qis_lib.experiments.failover import ChromaTarget, LoadSpec, run_failover
     with ChromaServer() as server:
         result = run_failover(ChromaTarget(server), get_embedder(), LoadSpec(duration=40, outages=((10, 13),)))
     result.summary(); result.recovery(); result.loss; result.plot()
 
-    python -m qis_lib.failover chroma --out results/failover          # a `chroma run` server
-    python -m qis_lib.failover qdrant --out results/failover_qdrant   # a 3-node Qdrant cluster
+    python -m qis_lib.experiments.failover chroma --out results/failover          # a `chroma run` server
+    python -m qis_lib.experiments.failover qdrant --out results/failover_qdrant   # a 3-node Qdrant cluster
 
 The load is open-loop: operation i is due at i/rate seconds, handed to thread i % threads,
 a deposit or a query by a seeded coin. Every operation is recorded (when it started, how
@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from .embeddings import Embedder, get_embedder
-from .packet import OutcomePacket
-from .router import OutcomeRouter
-from .transports import Transport
+from ..embedders import Embedder, get_embedder
+from ..core.packet import OutcomePacket
+from ..core.router import OutcomeRouter
+from ..stores.contract import Store
 
 PHASES = ("before", "during", "after")
 # node: the node the client's last call went to (for an ok operation, the one that answered)
@@ -126,7 +126,7 @@ class CachedEmbedder:
 
 def seed_texts() -> list[tuple[str, str, str]]:
     """(problem, domain, agent) of the project's 40 hand-written packets."""
-    from .demo import load_seed_packets
+    from ..infra.seeds import load_seed_packets
 
     return [(p.problem_description, p.domain_tags[0], p.agent_id) for p in load_seed_packets(now=0.0)]
 
@@ -173,10 +173,10 @@ class FailoverTarget(Protocol):
 
     name: str
 
-    def open_transport(self) -> Transport:
+    def open_transport(self) -> Store:
         """A new client connection (each load thread gets its own)."""
 
-    def answered_by(self, transport: Transport) -> str:
+    def answered_by(self, transport: Store) -> str:
         """Which node answered this transport's last call."""
 
     def kill(self) -> None:
@@ -188,7 +188,7 @@ class FailoverTarget(Protocol):
     def wait_recovered(self, timeout: float) -> None:
         """Return once the store can be expected to serve every acknowledged write."""
 
-    def verify_transports(self) -> list[tuple[str, Transport]]:
+    def verify_transports(self) -> list[tuple[str, Store]]:
         """(label, transport) pairs through which to check for loss (one per node)."""
 
     def describe(self) -> dict[str, Any]:
@@ -206,12 +206,12 @@ class ChromaTarget:
         self.collection = collection
         self.dim = dim
 
-    def open_transport(self) -> Transport:
-        from .transports.chroma import ChromaTransport
+    def open_transport(self) -> Store:
+        from ..stores.chroma import ChromaStore
 
-        return ChromaTransport(url=self.server.url, collection=self.collection, dim=self.dim)
+        return ChromaStore(url=self.server.url, collection=self.collection, dim=self.dim)
 
-    def answered_by(self, transport: Transport) -> str:
+    def answered_by(self, transport: Store) -> str:
         return "chroma"
 
     def kill(self) -> None:
@@ -221,11 +221,11 @@ class ChromaTarget:
         self.server.start()  # returns once the heartbeat answers
 
     def wait_recovered(self, timeout: float) -> None:
-        from .cluster import wait_until
+        from ..infra.cluster import wait_until
 
         wait_until(self.server.heartbeat, timeout, "chroma heartbeat")
 
-    def verify_transports(self) -> list[tuple[str, Transport]]:
+    def verify_transports(self) -> list[tuple[str, Store]]:
         return [("chroma", self.open_transport())]
 
     def describe(self) -> dict[str, Any]:
@@ -247,7 +247,7 @@ class QdrantClusterTarget:
     def __init__(self, cluster, collection: str = "failover", dim: int = 384, replication_factor: int = 2,
                  write_consistency_factor: int = 1, shard_number: int = 3, victim: str = "other",
                  timeout: int = 3, recreate: bool = True):
-        from .transports.qdrant import collection_params
+        from ..stores.qdrant import collection_params
 
         collection_params(dim, shard_number, replication_factor, write_consistency_factor)  # validate now
         if victim not in ("other", "entry") and victim not in cluster.nodes:
@@ -268,17 +268,17 @@ class QdrantClusterTarget:
             except Exception:  # absent is fine; a dead cluster shows up on the first write
                 pass
 
-    def open_transport(self) -> Transport:
-        from .transports.qdrant import QdrantTransport
+    def open_transport(self) -> Store:
+        from ..stores.qdrant import QdrantStore
 
-        transport = QdrantTransport(urls=self.cluster.url_list(self.entry), collection=self.collection, dim=self.dim,
+        transport = QdrantStore(urls=self.cluster.url_list(self.entry), collection=self.collection, dim=self.dim,
                                     shard_number=self.shard_number, replication_factor=self.replication_factor,
                                     write_consistency_factor=self.write_consistency_factor, timeout=self.timeout)
         if self.placement_before is None:
             self.placement_before = self.cluster.wait_replicas_active(self.collection)
         return transport
 
-    def answered_by(self, transport: Transport) -> str:
+    def answered_by(self, transport: Store) -> str:
         url = transport.active_url
         return next((n for n in self.cluster.nodes if self.cluster.url(n) == url), url)
 
@@ -292,10 +292,10 @@ class QdrantClusterTarget:
         self.cluster.wait_ready(self.victim, timeout)
         self.cluster.wait_replicas_active(self.collection, timeout)
 
-    def verify_transports(self) -> list[tuple[str, Transport]]:
-        from .transports.qdrant import QdrantTransport
+    def verify_transports(self) -> list[tuple[str, Store]]:
+        from ..stores.qdrant import QdrantStore
 
-        return [(node, QdrantTransport(url=self.cluster.url(node), collection=self.collection, dim=self.dim,
+        return [(node, QdrantStore(url=self.cluster.url(node), collection=self.collection, dim=self.dim,
                                        timeout=max(self.timeout, 10)))
                 for node in self.cluster.nodes]
 
@@ -334,7 +334,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> str:
-    """'timeout' or 'error'. QdrantTransport folds node errors into one ConnectionError message,
+    """'timeout' or 'error'. QdrantStore folds node errors into one ConnectionError message,
     so its text is read too."""
     return "timeout" if is_timeout(exc) or _TIMEOUT_TEXT.search(str(exc)) else "error"
 
@@ -399,7 +399,7 @@ class FailoverResult:
         return int(self.loss["lost"].max()) if len(self.loss) else 0
 
     def summary(self) -> pd.DataFrame:
-        return summarize(self.ops, self.events)
+        return summarise(self.ops, self.events)
 
     def recovery(self) -> pd.DataFrame:
         return recovery_times(self.ops, self.events)
@@ -449,7 +449,7 @@ def with_phases(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     return ops
 
 
-def summarize(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+def summarise(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     """Per phase and kind (and 'all'): operations, errors, timeouts, error rate, p50/p99 of the
     successful operations' latency in ms, and which nodes answered."""
     ops = with_phases(ops, events)
@@ -628,7 +628,7 @@ def run_failover(target: FailoverTarget, embedder: Embedder, spec: LoadSpec | No
                         (timeout_ids if outcome == "timeout" else failed_ids).add(packet.packet_id)
             records[w].append({
                 "op": i, "thread": w, "kind": kind, "due": due, "start": start - t0, "latency": end - start,
-                "outcome": outcome, "error": error, "node": target.answered_by(router.transport),
+                "outcome": outcome, "error": error, "node": target.answered_by(router.store),
                 "packet_id": packet.packet_id if packet is not None else "", "hits": hits})
 
     events: list[dict] = []
@@ -764,10 +764,10 @@ def main(argv: list[str] | None = None) -> None:
     spec = LoadSpec(duration=args.duration, rate=args.rate, threads=args.threads, deposit_share=args.deposit_share,
                     outages=args.outages, preload=args.preload, seed=args.seed)
     embedder = get_embedder(args.embedder)
-    command = "python -m qis_lib.failover " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m qis_lib.experiments.failover " + " ".join(sys.argv[1:] if argv is None else argv)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         if args.target == "chroma":
-            from .servers import ChromaServer
+            from ..infra.servers import ChromaServer
 
             with ChromaServer() as server:
                 result = run_failover(ChromaTarget(server, dim=embedder.dim), embedder, spec, title="chroma")
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> None:
             if result.lost:
                 sys.exit(f"LOST {result.lost} acknowledged deposits")
         else:
-            from .cluster import open_cluster
+            from ..infra.cluster import open_cluster
 
             cases = None if args.cases == "all" else args.cases.split(",")
             with open_cluster(args.launcher) as cluster:

@@ -1,0 +1,1 @@
+"""The routing core: packets, the router, store urls."""

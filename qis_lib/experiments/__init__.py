@@ -1,0 +1,1 @@
+"""Experiments built on the public API: the demo, cold start, routing quality, reliability, failover."""

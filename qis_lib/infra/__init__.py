@@ -1,0 +1,1 @@
+"""Infrastructure the experiments stand on: servers, cluster launchers, data sets, seed packets."""

@@ -1,0 +1,11 @@
+"""Stores: the contract (`Store`), one module per store, and the registry of them.
+
+Only the contract and the registry are imported here; a store's module, and its
+client library, are imported when that store is chosen.
+"""
+from .contract import Capabilities, QueryFilter, Store, StoreBusyError
+from .registry import (STORES, Mode, ModeContext, ServerPool, StoreSpec, all_modes, open_store, register_store, store_spec,
+                       unregister_store)
+
+__all__ = ["Capabilities", "Mode", "ModeContext", "QueryFilter", "STORES", "ServerPool", "Store", "StoreBusyError", "StoreSpec",
+           "all_modes", "open_store", "register_store", "store_spec", "unregister_store"]

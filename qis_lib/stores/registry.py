@@ -1,0 +1,199 @@
+"""One entry per store: everything the suite knows about a store, in one place.
+
+The router reads an entry to open a store by name or url; the conformance suite runs
+every `Mode` of every entry; the benchmark and the reliability harness pick their
+targets from the modes. Adding a store is its module plus one `StoreSpec` (here, or
+`register_store` from your own code) and its pin in requirements.txt.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .contract import Store
+
+LOCATIONS = ("path", "host", "hosts")  # what a store url's location may be
+
+
+@dataclass
+class ServerPool:
+    """Servers started on first use and shared by every mode run against this pool (a test
+    session, a benchmark run); they stop when `stack` closes."""
+
+    folder: Path
+    stack: contextlib.ExitStack
+    servers: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, start: Callable[[contextlib.ExitStack, Path], Any]) -> Any:
+        """The server cached under `key`, started with start(stack, folder/key) the first time."""
+        if key not in self.servers:
+            self.servers[key] = start(self.stack, self.folder / key)
+        return self.servers[key]
+
+
+@dataclass
+class ModeContext:
+    """What a mode needs to build its options: a fresh folder, a unique collection name,
+    and a pool of shared servers (by default, servers that live as long as `stack`)."""
+
+    folder: Path
+    stack: contextlib.ExitStack
+    collection: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:12]}")
+    pool: ServerPool | None = None
+
+    def server(self, key: str, start: Callable[[contextlib.ExitStack, Path], Any]) -> Any:
+        """A running server for `key` from the pool (started now if the pool has none)."""
+        if self.pool is None:
+            self.pool = ServerPool(self.folder / "servers", self.stack)
+        return self.pool.get(key, start)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way to open a store, run by the conformance suite (and the benchmark, with `bench`).
+
+    `options(ctx)` gives the keyword arguments for the store's class; `needs()` says why
+    this mode cannot run here (e.g. no server address), or None.
+    """
+
+    name: str
+    options: Callable[[ModeContext], dict[str, Any]]
+    needs: Callable[[], str | None] = lambda: None
+    bench: str | None = None  # the benchmark target name, if the benchmark measures this mode
+    bench_max_n: int | None = None  # larger N are skipped by the benchmark, for the reason below
+    bench_why_capped: str = ""
+    description: str = ""
+    cleanup: Callable[[Store], None] | None = None  # run before close: remove what the mode created
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A store: its class, what to install, the url forms it takes and the modes to test."""
+
+    name: str  # make_router name and url scheme
+    module: str  # importable module holding the class, imported only when the store is chosen
+    cls: str
+    extra: str | None  # pip extra that installs its client: pip install "qis-routing[EXTRA]"
+    locations: tuple[str, ...]  # what scheme://LOCATION may be, from LOCATIONS; () for none
+    modes: tuple[Mode, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [loc for loc in self.locations if loc not in LOCATIONS]
+        if unknown:
+            raise ValueError(f"store {self.name!r}: unknown location kind(s) {unknown}; use {LOCATIONS}")
+
+    @property
+    def url_forms(self) -> list[str]:
+        """The urls this store takes, for error messages and the README."""
+        kinds = {"path": f"{self.name}:///PATH", "host": f"{self.name}://HOST:PORT",
+                 "hosts": f"{self.name}://HOST:PORT[,HOST:PORT...]"}
+        return [f"{self.name}://"] + [kinds[k] for k in self.locations]
+
+    def load(self) -> type[Store]:
+        """The store's class, importing its module (and client) now."""
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            install = f'pip install "qis-routing[{self.extra}]"' if self.extra else "install its client"
+            raise ImportError(f"the {self.name!r} store needs a package that is not installed "
+                              f"({exc.name or exc}): {install}") from exc
+        return getattr(module, self.cls)
+
+
+def _qdrant_url() -> str | None:
+    return os.environ.get("QDRANT_URL")
+
+
+def start_chroma_server(stack: contextlib.ExitStack, folder: Path):
+    from ..infra.servers import ChromaServer
+
+    return stack.enter_context(ChromaServer(path=folder))
+
+
+CHROMA_WHY = ("every router query carries a where clause (expiry, confidence), and Chroma's query time grows "
+              "linearly with N under one (tens of ms at 10k, about 0.6-0.9 s at 30k measured on this machine "
+              "under load), so 6,000 calls at 100k would take hours")
+QDRANT_LOCAL_WHY = ("qdrant-client local mode is pure Python (exact search, filters checked in Python point by point, "
+                    "no payload indexes; it warns above 20,000 points): about 30 ms a query at 1k and ten times "
+                    "that at 10k, so 6,000 calls at 10k would take about half an hour")
+
+BUILTIN = (
+    StoreSpec("memory", "qis_lib.stores.memory", "MemoryStore", extra=None, locations=(),
+              description="numpy matrix, exact cosine, in-process; the reference the others are tested against",
+              modes=(Mode("memory", lambda ctx: {}, bench="memory", description="numpy exact, in-process"),)),
+    StoreSpec("chroma", "qis_lib.stores.chroma", "ChromaStore", extra="chroma", locations=("path", "host"),
+              description="ChromaDB: embedded (ephemeral or a path) or a `chroma run` server",
+              modes=(
+                  Mode("chroma-ephemeral", lambda ctx: {"collection": ctx.collection}),
+                  Mode("chroma-path", lambda ctx: {"path": str(ctx.folder / "chroma"), "collection": ctx.collection},
+                       bench="chroma", bench_max_n=10_000, bench_why_capped=CHROMA_WHY,
+                       description="embedded PersistentClient, temp folder"),
+                  Mode("chroma-server", lambda ctx: {"url": ctx.server("chroma-server", start_chroma_server).url,
+                                                     "collection": ctx.collection},
+                       bench="chroma-server", bench_max_n=10_000, bench_why_capped=CHROMA_WHY,
+                       description="chroma run on loopback, HTTP"),
+              )),
+    StoreSpec("qdrant", "qis_lib.stores.qdrant", "QdrantStore", extra="qdrant", locations=("path", "hosts"),
+              description="Qdrant through qdrant-client: local mode, a server, or a cluster with node failover",
+              modes=(
+                  Mode("qdrant-memory", lambda ctx: {"location": ":memory:", "collection": ctx.collection},
+                       bench="qdrant", bench_max_n=1_000, bench_why_capped=QDRANT_LOCAL_WHY,
+                       description="qdrant-client local mode (:memory:)"),
+                  Mode("qdrant-path", lambda ctx: {"path": str(ctx.folder / "qdrant"), "collection": ctx.collection}),
+                  Mode("qdrant-server", lambda ctx: {"url": _qdrant_url(), "collection": ctx.collection},
+                       needs=lambda: None if _qdrant_url() else
+                       "no Qdrant server: set QDRANT_URL (e.g. docker compose up -d, then "
+                       "QDRANT_URL=http://localhost:6333)",
+                       bench="qdrant-server", description="Qdrant server at $QDRANT_URL, HTTP",
+                       cleanup=lambda store: store.drop_collection()),
+              )),
+    StoreSpec("qdrant-edge", "qis_lib.stores.qdrant_edge", "QdrantEdgeStore", extra=None, locations=("path",),
+              description="the Qdrant engine in-process (qdrant-edge-py): HNSW and payload indexes, one opener",
+              modes=(Mode("qdrant-edge", lambda ctx: {"path": str(ctx.folder / "edge")}, bench="qdrant-edge",
+                          description="Qdrant engine in-process, payload indexes, temp folder"),)),
+)
+
+STORES: dict[str, StoreSpec] = {spec.name: spec for spec in BUILTIN}
+
+
+def register_store(spec: StoreSpec, replace: bool = False) -> StoreSpec:
+    """Add a store to the registry: make_router, the conformance suite and the benchmark see it."""
+    if not isinstance(spec, StoreSpec):
+        raise TypeError(f"register_store takes a StoreSpec, got {type(spec).__name__}")
+    if spec.name in STORES and not replace:
+        raise ValueError(f"a store named {spec.name!r} is registered already (replace=True to swap it)")
+    taken = {m.name: s.name for s in STORES.values() if s.name != spec.name for m in s.modes}
+    clash = [m.name for m in spec.modes if m.name in taken]
+    if clash:
+        raise ValueError(f"mode name(s) {clash} of store {spec.name!r} are used by another store")
+    STORES[spec.name] = spec
+    return spec
+
+
+def unregister_store(name: str) -> None:
+    """Remove a store added with register_store (the built-in ones stay)."""
+    if name in {spec.name for spec in BUILTIN}:
+        raise ValueError(f"{name!r} is built in and cannot be removed")
+    STORES.pop(name, None)
+
+
+def store_spec(name: str) -> StoreSpec:
+    if name not in STORES:
+        raise ValueError(f"unknown store {name!r}; choose one of {sorted(STORES)}")
+    return STORES[name]
+
+
+def open_store(name: str, **options) -> Store:
+    """A store of the named kind, opened with `options` (its class's keyword arguments)."""
+    return store_spec(name).load()(**options)
+
+
+def all_modes() -> dict[str, tuple[StoreSpec, Mode]]:
+    """Every mode of every registered store, by mode name."""
+    return {mode.name: (spec, mode) for spec in STORES.values() for mode in spec.modes}
