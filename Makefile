@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m qis_lib.demo
+	$(BIN)/python -m qis_lib.experiments.demo
 
 # --nbval-lax: every notebook cell must run without error, and only cells marked
 # NBVAL_CHECK_OUTPUT have their output compared; timings and model scores vary by a

@@ -18,8 +18,9 @@ import pytest
 
 from qis_lib.bench import data
 from qis_lib.bench.__main__ import main
-from qis_lib.bench.latency import TARGETS, CachedEmbedder, run
-from qis_lib.bench.raw import exact_search, raw_query_fn
+from qis_lib.bench.latency import run, targets
+from qis_lib.embedders import CachedEmbedder
+from qis_lib.stores.exact import top_k_rows
 from qis_lib.embedders import HashEmbedder
 from qis_lib.stores import QueryFilter, open_store
 
@@ -76,7 +77,7 @@ def test_recall_needs_one_result_per_query():
         data.recall_at_k([[0], [1]], vectors, query, [np.ones(5, bool)], k=2)
 
 
-def test_exact_search_matches_a_full_sort_and_memory_recall_is_one():
+def test_exact_top_k_matches_a_full_sort_and_memory_recall_is_one():
     vset = data.random_set(500, 20, dim=16, seed=3)
     points = data.make_points(vset.texts)
     flts = data.make_filters(20, True)
@@ -87,7 +88,9 @@ def test_exact_search_matches_a_full_sort_and_memory_recall_is_one():
     for j, q in enumerate(vset.queries):
         rows = np.flatnonzero(masks[j])
         full = rows[np.argsort(-(vset.vectors[rows] @ q))][:10]
-        assert exact_search(vset.vectors, rows, q, 10).tolist() == full.tolist()
+        best, scores = top_k_rows(vset.vectors, q, rows, 10)
+        assert best.tolist() == full.tolist()
+        assert np.allclose(scores, vset.vectors[best] @ q)
         found.append([row_of[payload["agent_id"]] for payload, _ in store.query(q, 10, flts[j])])
     assert data.recall_at_k(found, vset.vectors, vset.queries, masks).tolist() == [1.0] * 20
     # and a store that answers at random is caught (10 of about 440 passing points: recall about 0.02)
@@ -146,16 +149,16 @@ def test_real_set_is_cached_by_recipe(tmp_path):
 
 def test_cached_embedder_answers_known_texts_only():
     vectors = data.unit_rows(np.eye(3, 4))
-    embedder = CachedEmbedder(["a", "b", "c"], vectors)
+    embedder = CachedEmbedder(texts=["a", "b", "c"], vectors=vectors, strict=True)
     assert np.array_equal(embedder.encode(["c", "a"]), vectors[[2, 0]])
     with pytest.raises(KeyError, match="not embedded beforehand"):
         embedder.encode(["d"])
 
 
-# --- the raw calls do the same work as the transports ---------------------------------------
+# --- the engines' own calls do the same work as the stores ---------------------------------------
 
 @pytest.mark.parametrize("name", ["memory", "qdrant-edge", "qdrant", "chroma"])
-def test_raw_call_returns_what_the_transport_returns(name):
+def test_native_call_returns_what_the_store_returns(name):
     vset = data.random_set(300, 6, dim=32, seed=1)
     points = data.make_points(vset.texts)
     store = open_store(name, dim=32)
@@ -164,11 +167,11 @@ def test_raw_call_returns_what_the_transport_returns(name):
         for filtered in (False, True):
             flts = data.make_filters(6, filtered)
             masks = data.filter_masks(points, flts)
-            raw = raw_query_fn(store, vset.vectors, masks, vset.queries, flts, 10)
+            raw = store.native_query_fn(vset.queries, flts, 10)
             for j in range(6):
                 answer = raw(j)
                 if name == "memory":
-                    raw_ids = [points.packets[r].packet_id for r in answer]
+                    raw_ids = [points.packets[r].packet_id for r in answer[0]]
                 elif name == "chroma":
                     raw_ids = answer["ids"][0]
                 else:
@@ -250,12 +253,12 @@ def test_cli_qdrant_server_needs_its_url(monkeypatch, capsys):
     monkeypatch.delenv("QDRANT_URL", raising=False)
     with pytest.raises(SystemExit):
         main(["--transports", "qdrant-server"])
-    assert "qdrant-server needs $QDRANT_URL" in capsys.readouterr().err
+    assert "qdrant-server: no Qdrant server: set QDRANT_URL" in capsys.readouterr().err
 
 
 def test_cli_help_lists_the_transports():
     result = subprocess.run([sys.executable, "-m", "qis_lib.bench", "--help"], capture_output=True, text=True,
                             timeout=60, cwd=Path(__file__).parents[1])
     assert result.returncode == 0
-    for name in TARGETS:
+    for name in targets():
         assert name in result.stdout

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from qis_lib import OutcomePacket, OutcomeRouter
-from qis_lib.experiments.coldstart import (COLUMNS, arrival_curves, arrivals, load_problem_labels, random_orders,
-                               router_arrivals, summarise_curve)
-from qis_lib.infra.seeds import load_seed_packets
 from qis_lib.embedders import HashEmbedder
+from qis_lib.experiments.coldstart import (COLUMNS, arrival_curves, arrivals, random_orders, router_arrivals,
+                                           summarise_curve)
+from qis_lib.infra.seeds import load_problem_labels, load_seed_packets
 from qis_lib.stores.memory import MemoryStore
 
 NOW = 1_800_000_000.0

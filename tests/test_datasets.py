@@ -2,7 +2,7 @@
 real Hadoop data when it is there (QIS_GITBUGS_DIR).
 
 If a fixture test fails, compare tests/fixtures/gitbugs_mini/ with the mapping table
-in qis_lib/datasets.py's docstring; if only the real-data tests fail, the data's
+in qis_lib/infra/datasets.py's docstring; if only the real-data tests fail, the data's
 layout may have changed (see its README)."""
 import os
 from pathlib import Path
@@ -161,7 +161,7 @@ def test_parse_dates_both_layouts():
 
 def test_download_goes_to_cache_once(tmp_path, monkeypatch):
     monkeypatch.delenv(datasets.ENV_DIR, raising=False)
-    monkeypatch.setenv("QIS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QIS_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
 
     def fake_fetch(url):
@@ -172,7 +172,7 @@ def test_download_goes_to_cache_once(tmp_path, monkeypatch):
     ds = load_gitbugs(fetch=fake_fetch)
     assert calls == [f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs.csv",
                      f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs-combined.csv"]
-    assert ds.path == tmp_path / "data" / "cache" / "gitbugs" / "hadoop" and len(ds.reports) == 9
+    assert ds.path == tmp_path / "cache" / "gitbugs" / "hadoop" and len(ds.reports) == 9
     assert not list(ds.path.glob("*.part"))
     load_gitbugs(fetch=fake_fetch)  # cached: no second download
     assert len(calls) == 2
@@ -188,7 +188,7 @@ def test_download_refuses_non_csv_and_leaves_no_file(tmp_path):
 
 def test_no_data_and_no_download(tmp_path, monkeypatch):
     monkeypatch.delenv(datasets.ENV_DIR, raising=False)
-    monkeypatch.setenv("QIS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("QIS_CACHE_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="QIS_GITBUGS_DIR"):
         load_gitbugs(download=False)
 

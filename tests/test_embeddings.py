@@ -7,20 +7,22 @@ The ONNX models are exported once per test module into a temporary QIS_CACHE_DIR
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qis_lib import embedders as embeddings
 from qis_lib.bench.embedding import BACKENDS as BENCH_BACKENDS
-from qis_lib.bench.embedding import measure, real_texts, routing_ids
-from qis_lib.infra.seeds import load_seed_packets
-from qis_lib.embedders import (EmbeddingCache, HashEmbedder, SentenceTransformerEmbedder, check_texts,
-                                get_embedder, normalise)
+from qis_lib.bench.embedding import measure, routing_ids
+from qis_lib.infra.seeds import load_seed_packets, seed_texts as real_texts
+from qis_lib.embedders import (CachedEmbedder, EmbeddingCache, HashEmbedder, check_texts, get_embedder,
+                               normalise)
+from qis_lib.embedders.minilm_torch import SentenceTransformerEmbedder
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
-onnx_embedder = pytest.importorskip("qis_lib.onnx_embedder")
+onnx_embedder = pytest.importorskip("qis_lib.embedders.onnx")
 
 LONG = " ".join(["the connection pool was exhausted under load and requests timed out"] * 40)  # > 256 pieces
 ODD = ["", "   ", "naïve café — Ünïcödé, 東京のサーバー 🙂", "x" * 3000, LONG, "a", "SELECT * FROM t;\n\t-- ?"]
@@ -177,6 +179,37 @@ def test_cache_bad_size(size):
         EmbeddingCache(size)
 
 
+def test_cache_prefill_and_strict_mode():
+    vectors = HashEmbedder(8).encode(["a", "b"])
+    strict = EmbeddingCache(maxsize=None, strict=True)
+    strict.prefill(["a", "b"], vectors)
+    assert np.array_equal(strict.encode(["b", "a"], lambda t: pytest.fail("computed"), 8), vectors[[1, 0]])
+    with pytest.raises(KeyError, match="not embedded beforehand"):
+        strict.encode(["a", "c"], lambda t: HashEmbedder(8).encode(t), 8)
+    with pytest.raises(ValueError, match="one vector per text"):
+        strict.prefill(["a", "b", "c"], vectors)
+    with pytest.raises(ValueError, match="does not fit"):
+        EmbeddingCache(maxsize=1).prefill(["a", "b"], vectors)
+
+
+def test_cached_embedder_computes_up_front_and_counts_misses():
+    calls = []
+
+    class Counting(HashEmbedder):
+        def encode(self, texts):
+            calls.append(list(texts))
+            return super().encode(texts)
+
+    cached = CachedEmbedder(Counting(8), ["a", "b", "a"])
+    assert calls == [["a", "b"]] and cached.misses == 0  # one batch, distinct texts
+    assert np.array_equal(cached.encode(["b"]), HashEmbedder(8).encode(["b"]))
+    assert len(calls) == 1
+    cached.encode(["c"])  # not filled: goes to the model, and is counted
+    assert calls[-1] == ["c"] and cached.misses == 1
+    with pytest.raises(ValueError, match="needs an embedder"):
+        CachedEmbedder(None, ["a"])
+
+
 def test_encode_from_many_threads_matches_serial(onnx_fp32, texts):
     """The router may be called from many threads: shared session, locked cache."""
     shared = onnx_embedder.OnnxEmbedder(cache_size=16, path=onnx_fp32.path)
@@ -237,7 +270,11 @@ def test_model_file_follows_qis_cache_dir(tmp_path, monkeypatch):
     assert onnx_embedder.model_file(quantize=True).parent == tmp_path / "onnx"
     assert onnx_embedder.model_file(True).name.endswith("-int8.onnx")
     monkeypatch.delenv("QIS_CACHE_DIR")
-    assert onnx_embedder.model_file().parent.parts[-3:] == ("data", "cache", "onnx")
+    import platformdirs
+
+    # without the variable: the user's cache folder, never the source tree or the installed package
+    assert onnx_embedder.model_file().parent == Path(platformdirs.user_cache_dir("qis-routing")) / "onnx"
+    assert Path(onnx_embedder.__file__).parents[2] not in onnx_embedder.model_file().parents
 
 
 def test_export_without_onnx_says_what_to_install(tmp_path, monkeypatch):
@@ -258,7 +295,7 @@ def fresh_registry(monkeypatch):
 
 
 def test_get_embedder_default_is_onnx_and_says_so(fresh_registry, cache_dir, onnx_fp32, caplog):
-    with caplog.at_level(logging.INFO, logger="qis_lib.embeddings"):
+    with caplog.at_level(logging.INFO, logger="qis_lib.embedders"):
         chosen = get_embedder()
         again = get_embedder()
     assert chosen is again and chosen is get_embedder("onnx")
@@ -271,7 +308,7 @@ def test_get_embedder_falls_back_and_says_why(fresh_registry, monkeypatch, caplo
     monkeypatch.setattr(embeddings, "unavailable_reason",
                         lambda b: "missing packages: onnx" if b == "onnx" else None)
     monkeypatch.setitem(embeddings.BACKENDS, "sentence-transformers", lambda: HashEmbedder())
-    with caplog.at_level(logging.INFO, logger="qis_lib.embeddings"):
+    with caplog.at_level(logging.INFO, logger="qis_lib.embedders"):
         chosen = get_embedder()
     assert chosen.name == "hash:384"  # the stand-in registered as sentence-transformers above
     warning = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -285,7 +322,7 @@ def test_get_embedder_falls_back_when_the_fast_path_breaks(fresh_registry, monke
     monkeypatch.setitem(embeddings.BACKENDS, "onnx", broken)
     monkeypatch.setitem(embeddings.BACKENDS, "sentence-transformers", lambda: HashEmbedder())
     monkeypatch.setattr(embeddings, "unavailable_reason", lambda b: None)
-    with caplog.at_level(logging.WARNING, logger="qis_lib.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="qis_lib.embedders"):
         assert get_embedder().name == "hash:384"
     assert "OSError: disk full" in caplog.text
 

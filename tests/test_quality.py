@@ -2,7 +2,7 @@
 dense fusion. Fast: the hash embedder over the hand-made GitBugs fixtures.
 
 If the store-agreement test fails for one store, see that store's filter translation
-(exclude_agent) in qis_lib/transports/; if the hybrid test fails, compare
+(exclude_agent) in qis_lib/stores/; if the hybrid test fails, compare
 EdgeHybrid.query with `rrf` (Qdrant counts ranks from 0)."""
 import math
 import os
@@ -17,7 +17,7 @@ from qis_lib.infra.datasets import load_gitbugs
 from qis_lib.embedders import HashEmbedder
 from qis_lib.experiments.quality import (EdgeHybrid, agrees_with_exact, cold_start_series, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
                              exact_ranks, load_store, mean_tokens, quality_table, recall_summary, rrf, rrf_scores,
-                             transport_search)
+                             store_search)
 from qis_lib.stores import open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini"
@@ -59,7 +59,7 @@ def test_stores_agree_with_exact_ranks(jira, store):
     try:
         load_store(transport, ds.packets, vectors)
         assert transport.count() == len(ds.packets)
-        got = duplicate_ranks(transport_search(transport, ds.packets, vectors), ds.packets, ds.duplicate_pairs, top_k=5)
+        got = duplicate_ranks(store_search(transport, ds.packets, vectors), ds.packets, ds.duplicate_pairs, top_k=5)
     finally:
         transport.close()
     exact = exact_ranks(vectors, ds.packets, ds.duplicate_pairs)
@@ -180,7 +180,7 @@ def test_real_data_stores_agree_with_exact():
     transport = open_store("qdrant-edge", dim=EMBEDDER.dim)
     try:
         load_store(transport, ds.packets, vectors)
-        got = duplicate_ranks(transport_search(transport, ds.packets, vectors), ds.packets, ds.duplicate_pairs)
+        got = duplicate_ranks(store_search(transport, ds.packets, vectors), ds.packets, ds.duplicate_pairs)
     finally:
         transport.close()
     exact = exact_ranks(vectors, ds.packets, ds.duplicate_pairs)

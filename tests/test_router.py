@@ -70,7 +70,7 @@ def test_foreign_payload_is_skipped_not_fatal(caplog):
     router.deposit(good)
     vector = router.embedder.encode(["queue is stuck"])
     foreign = {"domain_tags": [], "confidence": 1.0, "expires_at": 4e9, "agent_id": "old-writer", "text": "v0 packet"}
-    router.transport.upsert(["foreign-1"], vector, [foreign])
+    router.store.upsert(["foreign-1"], vector, [foreign])
     hits = router.query("queue is stuck")
     assert [p for p, _ in hits] == [good]
     assert router.stats()["skipped_payloads"] == 1

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import paths
 from ..core.packet import OUTCOME_TYPES, OutcomePacket
 from ..stores.contract import QueryFilter
 
@@ -127,9 +128,8 @@ def report_texts(summaries: Sequence[str], descriptions: Sequence[str], n: int, 
 
 
 def cache_dir() -> Path:
-    """data/cache/bench in the repo, or $QIS_CACHE_DIR/bench (the embedder's cache convention)."""
-    env = os.environ.get("QIS_CACHE_DIR")
-    return (Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "cache") / "bench"
+    """bench/ in the cache folder (qis_lib.paths.cache_dir: $QIS_CACHE_DIR, else the user's cache)."""
+    return paths.cache_dir() / "bench"
 
 
 def real_set(n: int, queries: int, seed: int = 0, embedder=None, gitbugs_path: str | os.PathLike | None = None,

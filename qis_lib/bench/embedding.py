@@ -2,7 +2,7 @@
 
     python -m qis_lib.bench.embedding --out results/embedding/
 
-All backends embed the same real texts (data/packets.jsonl: the problem descriptions
+All backends embed the same real texts (the seed packets: the problem descriptions
 and outcome summaries) after a warm-up, with their text caches off. Single-text
 latency: each text alone, each backend a block of all texts, the backends taking turns
 over --rounds (order rotated), so a burst of load from elsewhere is spread over them.
