@@ -34,6 +34,7 @@ def positive_ints(text: str) -> list[int]:
 
 
 def names(choices):
+    """An argparse type: a comma-separated list of names from `choices`, duplicates dropped."""
     def parse(text: str) -> list[str]:
         values = [part.strip() for part in text.split(",") if part.strip()]
         unknown = [v for v in values if v not in choices]
@@ -53,6 +54,7 @@ def cap(text: str) -> tuple[str, int | None]:
 
 
 def count(minimum: int):
+    """An argparse type: an integer of at least `minimum`."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -65,6 +67,7 @@ def count(minimum: int):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line, with every benchmark target of the registry listed in its help."""
     known = targets()
     listing = "\n".join(f"  {t.name:14} {t.mode}" + (f" (N <= {t.max_n:,} unless --cap)" if t.max_n else "")
                          + (f" (cannot run here: {t.unavailable()})" if t.unavailable() else "") for t in known.values())
@@ -91,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None):
+    """Run the benchmark (or --replot) and write query.csv, run.json and the plots to --out."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     known = targets()
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None):
 
 
 def draw(table, out: Path):
+    """Write latency_vs_n.png and recall_vs_latency.png for `table` into `out`."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -169,6 +169,7 @@ def real_set(n: int, queries: int, seed: int = 0, embedder=None, gitbugs_path: s
 
 
 def encode_all(embedder, texts: Sequence[str], progress: bool = False, batch: int = 512) -> np.ndarray:
+    """Embed `texts` in batches of `batch` (a progress bar if asked): one (len(texts), dim) array."""
     from tqdm.auto import tqdm
 
     # Each distinct text once, in order of length: a batch is padded to its longest text.

@@ -156,6 +156,7 @@ def run(backends: Sequence[str] = BACKENDS, rounds: int = 3, batch_size: int = 3
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """The command line: measure the backends, print the table, write it with the command to --out."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="folder for embedding.csv (default: print only)")

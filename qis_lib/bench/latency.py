@@ -228,6 +228,7 @@ def embedding_cost(embedder, texts: Sequence[str], singles: int = 100) -> dict[s
 
 
 def check_targets(names: Sequence[str]) -> list[Target]:
+    """The targets named, or a ValueError naming the unknown ones and those that cannot run here."""
     known = targets()
     unknown = [n for n in names if n not in known]
     if unknown or not names:

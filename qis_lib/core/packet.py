@@ -44,6 +44,12 @@ def _check_number(name: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class OutcomePacket:
+    """What one agent learned about one problem: validated when built, frozen after.
+
+    The id is derived from (agent, time, problem), so depositing the same packet again
+    overwrites it instead of adding a copy.
+    """
+
     problem_description: str
     outcome_type: str
     confidence: float
@@ -133,6 +139,7 @@ class OutcomePacket:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "OutcomePacket":
+        """The packet `to_bytes` wrote; anything else is a ValueError or TypeError naming the problem."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"from_bytes needs bytes, got {type(data).__name__}")
         try:

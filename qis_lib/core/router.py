@@ -34,6 +34,7 @@ class Synthesis:
 
     @classmethod
     def of(cls, matches: list[Hit]) -> "Synthesis":
+        """Weigh each outcome type by the sum of similarity x confidence of its matches."""
         weights: dict[str, float] = defaultdict(float)
         for packet, score in matches:
             weights[packet.outcome_type] += max(score, 0.0) * packet.confidence

@@ -46,6 +46,7 @@ def run_demo(router: OutcomeRouter, packets: list[OutcomePacket], top_k: int = 3
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: run the demo on --store and print what each agent found."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", "--transport", dest="store", default="qdrant-edge",
                         help="make_router name or url (default: qdrant-edge)")

@@ -279,6 +279,8 @@ class EdgeHybrid:
 
     def query(self, vector: np.ndarray, text: str, top_k: int = 10, exclude_agent: str | None = None,
               mode: str = "hybrid") -> list[tuple[dict, float]]:
+        """Top-k payloads for a query: "dense" (the vector), "bm25" (the text) or "hybrid" (both
+        fused by reciprocal rank in one request)."""
         import qdrant_edge as qe
 
         if mode not in self.MODES:

@@ -154,6 +154,7 @@ def find_files(directory: str | os.PathLike, project: str | None = None) -> tupl
         raise ValueError(f"GitBugs directory {directory} does not exist")
 
     def pick(folder: Path) -> tuple[Path, Path] | None:
+        """The reports and links files in `folder` (for `project`, if given), or None."""
         reports = sorted(p for p in folder.iterdir() if p.name.lower().endswith(REPORTS_SUFFIX))
         links = sorted(p for p in folder.iterdir() if p.name.lower().endswith(LINKS_SUFFIX))
         if project is not None:
@@ -236,6 +237,7 @@ def read_duplicate_pairs(csv_path: str | os.PathLike, reports: pd.DataFrame) -> 
 
 
 def delta_summary(row, duplicates_of: list[str]) -> str:
+    """A report's outcome in words: its resolution and status, and the reports it duplicates."""
     closed = normalise_resolution(row.resolution) not in ("", "unresolved", "none")
     parts = [f"{row.resolution if closed else 'Unresolved'} ({row.status})"]
     if duplicates_of:
@@ -274,6 +276,8 @@ def make_packets(reports: pd.DataFrame, pairs: list[tuple[str, str]], project: s
 
 @dataclass
 class GitBugs:
+    """One GitBugs project: its reports, the duplicate pairs among them, and how packets are built."""
+
     project: str
     path: Path
     reports: pd.DataFrame

@@ -55,6 +55,9 @@ def _from_metadata(metadata: dict | None) -> dict:
 
 
 class ChromaStore(Store):
+    """ChromaDB: embedded ephemeral (no path, no url), embedded persistent (`path=`) or a
+    `chroma run` server (`url=`), one collection in cosine space."""
+
     name = "chroma"
 
     def __init__(self, path: str | None = None, url: str | None = None, collection: str | None = None,
@@ -151,6 +154,7 @@ class ChromaStore(Store):
         return self.collection.count()
 
     def close(self) -> None:
+        """Release the client; an ephemeral store deletes its collection, a path its lock."""
         # PersistentClient keeps its SQLite files open until the process ends; dropping
         # our references is all a client can do.
         if self._ephemeral and self.collection is not None:

@@ -132,6 +132,7 @@ def check_upsert(dim: int, ids: Any, vectors: Any, payloads: Sequence[dict]) -> 
 
 
 def check_query(dim: int, vector: Any, top_k: Any, flt: Any) -> np.ndarray:
+    """The query vector as float32 of shape (dim,), after checking it, top_k and the filter."""
     check_top_k(top_k)
     if not isinstance(flt, QueryFilter):
         raise TypeError(f"flt must be a QueryFilter, got {type(flt).__name__}")

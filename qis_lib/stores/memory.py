@@ -12,6 +12,9 @@ from .exact import top_k_rows
 
 
 class MemoryStore(Store):
+    """Packets in numpy arrays, searched exactly: one matrix-vector product over the rows the
+    filter keeps (found through per-tag and per-agent row sets, not a Python loop over N)."""
+
     name = "memory"
 
     def __init__(self, dim: int = 384, capacity: int = 1024):

@@ -63,6 +63,7 @@ def collection_params(dim: int, shard_number: int | None = None, replication_fac
 
 
 def payload_indexes():
+    """The payload index of each filter field (a server plans filtered searches with them)."""
     from qdrant_client import models
 
     return {
@@ -84,6 +85,9 @@ def _is_unreachable(exc: Exception) -> bool:
 
 
 class QdrantStore(Store):
+    """Qdrant through qdrant-client: local mode (`location=":memory:"` or `path=`), one server
+    (`url=`) or a cluster (`urls=[...]`, moving to the next node when one does not answer)."""
+
     name = "qdrant"
 
     def __init__(self, location: str | None = None, path: str | None = None, url: str | None = None,

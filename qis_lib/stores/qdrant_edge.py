@@ -38,6 +38,9 @@ def edge_filter(flt: QueryFilter):
 
 
 class QdrantEdgeStore(Store):
+    """The Qdrant engine in-process: one shard in `path` (a temporary one if None), payload
+    indexes on the filter fields, HNSW built by `optimize()` (or `after_bulk_load()`)."""
+
     name = "qdrant-edge"
 
     def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None):
