@@ -10,9 +10,11 @@ import httpx
 import pytest
 
 from qis_lib.infra import cluster as cl
-from qis_lib.infra.cluster import (DockerComposeCluster, ProcessCluster, cluster_available, cluster_peers, port_plan,
-                             shard_replicas)
-from qis_lib.infra.servers import free_port
+from qis_lib.infra.availability import cluster_available, docker_status
+from qis_lib.infra.cluster import DockerComposeCluster, ProcessCluster, port_plan
+from qis_lib.infra.launcher import ClusterLauncher
+from qis_lib.infra.qdrant_http import cluster_peers, is_ready, shard_replicas
+from qis_lib.infra.servers import free_port, wait_until
 
 # ------------------------------------------------------------------ ProcessCluster, nothing started
 
@@ -54,6 +56,10 @@ def test_process_cluster_environment_gives_each_node_its_ports_and_storage(tmp_p
     assert c.urls == ["http://127.0.0.1:7333", "http://127.0.0.1:7343", "http://127.0.0.1:7353"]
     assert c.url_list("node2") == ["http://127.0.0.1:7343", "http://127.0.0.1:7333", "http://127.0.0.1:7353"]
     assert not any(c.running(n) for n in c.nodes)
+
+
+def test_both_launchers_share_the_launcher_base():
+    assert issubclass(ProcessCluster, ClusterLauncher) and issubclass(DockerComposeCluster, ClusterLauncher)
 
 
 def test_process_cluster_rejects_unknown_nodes(tmp_path):
@@ -116,7 +122,7 @@ def test_docker_cli_without_engine_is_not_available(monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(tmp_path))
-    ok, why = cl.docker_status()
+    ok, why = docker_status()
     assert not ok and "no docker engine answers" in why and "Cannot connect" in why
 
 
@@ -169,12 +175,12 @@ def test_shard_replicas_lists_every_replica_with_its_state():
 
 
 def test_is_ready_is_false_on_a_dead_port():
-    assert cl.is_ready(f"http://127.0.0.1:{free_port()}", timeout=1) is False
+    assert is_ready(f"http://127.0.0.1:{free_port()}", timeout=1) is False
 
 
 def test_wait_until_names_what_it_waited_for():
     with pytest.raises(TimeoutError, match="the moon"):
-        cl.wait_until(lambda: False, 0.3, "the moon", interval=0.05)
+        wait_until(lambda: False, 0.3, "the moon", interval=0.05)
 
 
 # ------------------------------------------------------------------ client failover over node urls
@@ -251,7 +257,7 @@ def test_live_entry_node_failover(running_cluster):
     c.kill(c.entry)
     try:
         router.query("connection pool exhausted")  # must move on to the next url
-        assert router.transport.urls[router.transport._active] != c.url(c.entry)
+        assert router.store.urls[router.store._active] != c.url(c.entry)
     finally:
         c.start(c.entry)
         c.wait_ready(c.entry)

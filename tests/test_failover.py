@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qis_lib.embedders import get_embedder
-from qis_lib.experiments.failover import (OP_COLUMNS, CachedEmbedder, ChromaTarget, Ledger, LoadSpec, check_loss, classify,
-                              make_packet, recovery_times, run_failover, seed_texts, summarize,
-                              timeline_plot, with_phases)
+from qis_lib.embedders import CachedEmbedder, get_embedder
+from qis_lib.experiments.failover import (OP_COLUMNS, ChromaTarget, LoadSpec, StopTime, classify, make_packet,
+                                          recovery_times, run_failover, seed_texts, summarise, timeline_plot,
+                                          with_phases)
+from qis_lib.experiments.ledger import Ledger, check_loss
 from qis_lib.infra.servers import ChromaServer
 
 # ------------------------------------------------------------------ synthetic records
@@ -52,7 +53,7 @@ def test_phases_follow_kill_and_ready():
 
 def test_summary_counts_and_percentiles():
     ops = synthetic_ops()
-    summary = summarize(ops, EVENTS)
+    summary = summarise(ops, EVENTS)
     phased = with_phases(ops, EVENTS)
     for phase in ("before", "during", "after"):
         part = phased[phased["phase"] == phase]
@@ -176,6 +177,16 @@ def test_cached_embedder_returns_the_model_vectors():
     assert cached.misses == 1
 
 
+def test_stop_time_only_moves_earlier():
+    stop = StopTime()
+    assert not stop.reached(1e9)
+    stop.stop_at(30.0)
+    assert stop.reached(30.0) and not stop.reached(29.9)
+    stop.stop_now()
+    stop.stop_at(30.0)  # a later end does not undo a stop
+    assert stop.at == 0.0 and stop.reached(0.0)
+
+
 def test_make_packet_gives_every_deposit_its_own_id():
     ps = packets(200)
     assert len({p.packet_id for p in ps}) == 200
@@ -188,7 +199,7 @@ def test_make_packet_gives_every_deposit_its_own_id():
 @pytest.fixture(scope="module")
 def chroma_run(tmp_path_factory):
     # Preload 1,100 so the store is past the ~1,000 items where a reload of Chroma's HNSW
-    # index was reported to fail (chroma-core/chroma#6975, #7090).
+    # index has been reported to fail.
     spec = LoadSpec(duration=6.0, rate=30.0, threads=3, outages=((2.0, 3.0),), min_after=1.5, preload=1100)
     ledger = tmp_path_factory.mktemp("failover") / "ledger.jsonl"
     with ChromaServer() as server:

@@ -1,9 +1,13 @@
 """Reliability experiments: many agents at once, and a writer killed in the middle of a stream.
 
-The standard: a deposit is *acknowledged* when
-`deposit()` returned; it is *lost* if a later read, after recovery, does not see it.
-Every experiment keeps a ledger of acknowledged ids and checks each one afterwards.
-A SIGKILL test covers a crash of the process only, not a power loss.
+The standard: a deposit is *acknowledged* when `deposit()` returned; it is *lost* if a
+later read, after recovery, does not see it. Every experiment keeps a ledger of
+acknowledged ids and checks each one afterwards with `qis_lib.experiments.ledger.check_loss`
+(the same check the failover experiment makes). A SIGKILL test covers a crash of the
+process only, not a power loss.
+
+The stores come from the registry: the concurrent load runs on every mode that can run
+here, the crash runs on those whose store is persistent (a reopen must find the data).
 
     python -m qis_lib.experiments.reliability --out results/reliability/   # every experiment, a CSV summary
 """
@@ -21,16 +25,55 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..core.packet import OutcomePacket
 from ..core.router import OutcomeRouter, make_router
-from ..infra.servers import ChromaServer
+from ..stores import Mode, ModeContext, ServerPool, StoreSpec, all_modes
+from .ledger import Ledger, LossReport, check_loss
 
 WORDS = ("namenode datanode heap block report timeout lease replication disk full quota yarn container "
          "killed memory shuffle fetch failure kerberos token expired checksum corrupt rpc queue slow").split()
+
+
+class VolatileStoreError(ValueError):
+    """A crash run was asked of a store that keeps nothing once its process is gone."""
+
+
+def runnable_modes() -> dict[str, tuple[StoreSpec, Mode]]:
+    """Every registered store mode that can run here (its `needs()` names nothing missing)."""
+    return {name: (spec, mode) for name, (spec, mode) in all_modes().items() if mode.needs() is None}
+
+
+def mode_options(name: str, ctx: ModeContext) -> tuple[str, dict[str, Any]]:
+    """(store name, options) opening a fresh store of mode `name` in ctx's folder; options are JSON-able."""
+    modes = all_modes()
+    if name not in modes:
+        raise ValueError(f"unknown store mode {name!r}; choose one of {sorted(modes)}")
+    spec, mode = modes[name]
+    reason = mode.needs()
+    if reason is not None:
+        raise RuntimeError(f"mode {name!r} cannot run here: {reason}")
+    return spec.name, mode.options(ctx)
+
+
+@contextlib.contextmanager
+def mode_router(name: str, ctx: ModeContext, embedder: str = "hash") -> Iterator[OutcomeRouter]:
+    """A router over a fresh store of mode `name`; the mode's cleanup runs before the store closes."""
+    store, options = mode_options(name, ctx)
+    router = make_router(store, embedder=embedder, **options)
+    cleanup = all_modes()[name][1].cleanup
+    try:
+        yield router
+    finally:
+        try:
+            if cleanup is not None:
+                cleanup(router.store)
+        finally:
+            router.close()
 
 
 def make_packet(writer: str, index: int, ttl: float = 3600.0, now: float | None = None) -> OutcomePacket:
@@ -56,82 +99,95 @@ def concurrent_load(router: OutcomeRouter, threads: int = 8, ops_per_thread: int
     """`threads` agents deposit, re-deposit (a retry) and query at once; then every ack is checked.
 
     Some packets have a TTL of a fraction of a second, so they expire during the run:
-    a query that returns one after its expiry counts as bad.
+    a query that returns one after its expiry counts as bad. The result has the
+    operation counts and the loss check's acknowledged, lost, changed (corrupted) and
+    extra (stored beyond the ids written: a retry stored twice).
     """
-    acked: dict[str, OutcomePacket] = {}
-    ack_lock = threading.Lock()
+    ledger = Ledger()
+    sent: dict[str, OutcomePacket] = {}
+    failed: set[str] = set()
+    lock = threading.Lock()
     counts = {"deposits": 0, "retries": 0, "queries": 0, "bad_hits": 0, "errors": 0}
     errors: list[str] = []
     start_gate = threading.Barrier(threads)
+    started = time.perf_counter()
 
     def agent(number: int) -> None:
         rng = random.Random(seed * 1000 + number)
         mine: list[OutcomePacket] = []
         start_gate.wait()
         for i in range(ops_per_thread):
+            packet = None
             try:
                 roll = rng.random()
                 if roll < 0.45 or not mine:
-                    ttl = 0.2 if rng.random() < 0.2 else 3600.0
-                    packet = make_packet(f"agent-{number}", i, ttl=ttl, now=time.time())
+                    packet = make_packet(f"agent-{number}", i, ttl=0.2 if rng.random() < 0.2 else 3600.0,
+                                         now=time.time())
+                    with lock:
+                        sent[packet.packet_id] = packet
                     router.deposit(packet)
+                    ledger.append(packet.packet_id, time.perf_counter() - started)
                     mine.append(packet)
-                    with ack_lock:
-                        acked[packet.packet_id] = packet
+                    with lock:
                         counts["deposits"] += 1
                 elif roll < 0.55:
                     router.deposit(rng.choice(mine))  # a retried deposit must not duplicate
-                    with ack_lock:
+                    with lock:
                         counts["retries"] += 1
                 else:
                     now = time.time()
                     hits = router.query(" ".join(rng.choices(WORDS, k=5)), top_k=10, now=now,
                                         domain=rng.choice([None, "hdfs", "yarn"]))
-                    with ack_lock:
+                    with lock:
                         counts["queries"] += 1
                         counts["bad_hits"] += check_hits(hits, now)
             except Exception as exc:  # recorded, and the test fails on it
-                with ack_lock:
+                with lock:
                     counts["errors"] += 1
                     errors.append(f"{type(exc).__name__}: {exc}")
+                    if packet is not None:
+                        failed.add(packet.packet_id)
 
-    started = time.perf_counter()
     workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     seconds = time.perf_counter() - started
-    stored = router.get(list(acked))
-    lost = [pid for pid in acked if pid not in stored]
-    changed = [pid for pid, p in stored.items() if p != acked[pid]]
+    report = check_loss(router.store.name, ledger.ids, sent, failed, (), router.store.get, router.store.count)
     return {"transport": router.store.name, "threads": threads, "operations": threads * ops_per_thread,
-            **counts, "acknowledged": len(acked), "lost": len(lost), "changed": len(changed),
-            "extra": router.stats()["packets"] - len(acked), "seconds": round(seconds, 2), "error_samples": errors[:3]}
+            **counts, "acknowledged": report.acknowledged, "lost": report.lost, "changed": report.changed,
+            "extra": report.extra, "seconds": round(seconds, 2), "error_samples": errors[:3]}
 
 
 # --- a writer killed mid-stream -------------------------------------------------------------
 
-def write_stream(store: str, writer: str, count: int) -> None:
+def write_stream(store: str, writer: str, count: int, options: dict | None = None) -> None:
     """Child process: deposit packets one by one, printing each acknowledged index."""
-    router = make_router(store, embedder="hash")
+    router = make_router(store, embedder="hash", **(options or {}))
     for index in range(count):
         router.deposit(make_packet(writer, index))
         print(index, flush=True)  # the ack: printed only after deposit() returned
     router.close()
 
 
-def check_stream(store: str, writer: str, indexes: list[int]) -> dict:
-    """Open the store anew and check that every acknowledged packet is there, intact."""
+def check_stream(store: str, writer: str, indexes: list[int], options: dict | None = None) -> dict:
+    """Open the store anew and check every acknowledged packet of `writer` (the LossReport, as a dict).
+
+    The packet after the last acknowledged one was in flight at the kill: it counts as
+    indeterminate (stored or not, both are right).
+    """
     started = time.perf_counter()
-    router = make_router(store, embedder="hash")
+    router = make_router(store, embedder="hash", **(options or {}))
     opened = time.perf_counter() - started
-    want = {make_packet(writer, i).packet_id: make_packet(writer, i) for i in indexes}
-    got = router.get(list(want))
-    result = {"acknowledged": len(want), "found": sum(got.get(pid) == p for pid, p in want.items()),
-              "stored": router.stats()["packets"], "open_seconds": round(opened, 2)}
-    router.close()
-    return result
+    in_flight = max(indexes, default=-1) + 1
+    sent = {p.packet_id: p for p in (make_packet(writer, i) for i in [*indexes, in_flight])}
+    try:
+        report = check_loss(writer, [make_packet(writer, i).packet_id for i in indexes], sent, (),
+                            [make_packet(writer, in_flight).packet_id], router.store.get, router.store.count)
+    finally:
+        router.close()
+    return {**report.row(), "open_seconds": round(opened, 2)}
 
 
 def _run_module(*args: str, **popen) -> subprocess.Popen:
@@ -139,9 +195,15 @@ def _run_module(*args: str, **popen) -> subprocess.Popen:
 
 
 def kill_writer(store: str, kill_after: int, writer: str = "crash", limit: int = 100_000,
-                timeout: float = 120.0) -> dict:
-    """Start a writer process, SIGKILL it after `kill_after` acks, check the store from a new process."""
-    child = _run_module("write", "--store", store, "--writer", writer, "--count", str(limit),
+                timeout: float = 120.0, options: dict | None = None) -> dict:
+    """Start a writer process, SIGKILL it after `kill_after` acks, check the store from a new process.
+
+    `store` and `options` are make_router's (a store name and its options, or a url).
+    Returns killed_after_acks, the check's acknowledged, found, stored, lost and changed,
+    and how long the reopen took.
+    """
+    store_args = ["--store", store, "--options", json.dumps(options or {})]
+    child = _run_module("write", *store_args, "--writer", writer, "--count", str(limit),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     acked: list[int] = []
     deadline = time.monotonic() + timeout
@@ -158,52 +220,69 @@ def kill_writer(store: str, kill_after: int, writer: str = "crash", limit: int =
         child.wait()
     if len(acked) < kill_after and child.returncode != -signal.SIGKILL:
         raise RuntimeError(f"writer on {store} died on its own: {child.stderr.read()[-1000:]}")
-    checker = _run_module("check", "--store", store, "--writer", writer, stdin=subprocess.PIPE,
+    checker = _run_module("check", *store_args, "--writer", writer, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = checker.communicate(json.dumps(acked), timeout=timeout)
     if checker.returncode != 0:
         raise RuntimeError(f"reopening {store} after the kill failed: {err[-2000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    return {"killed_after_acks": len(acked), **result,
-            "lost": result["acknowledged"] - result["found"]}
+    opened = result.pop("open_seconds")
+    report = LossReport(**result)
+    return {"killed_after_acks": len(acked), "acknowledged": report.acknowledged, "found": report.found,
+            "stored": report.store_count, "open_seconds": opened, "lost": report.lost, "changed": report.changed}
 
 
-def _chroma_server_store(folder: str, stack: contextlib.ExitStack) -> str:
-    server = stack.enter_context(ChromaServer(path=os.path.join(folder, "server")))
-    return f"chroma://{server.host}:{server.port}"
+def crash_runs(kinds: Sequence[str] | None = None, kills: int = 3, seed: int = 0, max_acks: int = 400) -> pd.DataFrame:
+    """For each store mode, `kills` runs, each killing the writer at a random moment of one growing store.
 
-
-# kind -> store url in a fresh folder (a server, if any, lives as long as `stack`)
-CRASH_STORES = {
-    "chroma-path": lambda d, stack: f"chroma://{d}/chroma",
-    "chroma-server": _chroma_server_store,  # the client process is killed, the server lives on
-    "qdrant-path": lambda d, stack: f"qdrant://{d}/qdrant",
-    "qdrant-edge": lambda d, stack: f"qdrant-edge://{d}/edge",
-}
-
-
-def crash_runs(kinds=tuple(CRASH_STORES), kills: int = 3, seed: int = 0, max_acks: int = 400) -> pd.DataFrame:
-    """For each store, `kills` runs, each killing the writer at a random moment of one growing store."""
+    `kinds`: mode names (default: every mode that runs here and whose store is
+    persistent). A mode whose store is not persistent raises VolatileStoreError.
+    """
     rng = random.Random(seed)
     rows = []
-    for kind in kinds:
+    for kind in (list(runnable_modes()) if kinds is None else list(kinds)):
         with tempfile.TemporaryDirectory(prefix=f"qis-crash-{kind}-") as tmp, contextlib.ExitStack() as stack:
-            store = CRASH_STORES[kind](tmp, stack)
+            # A server the mode needs lives as long as `stack`: the client process is killed, not the server.
+            ctx = ModeContext(Path(tmp), stack)
+            store, options = mode_options(kind, ctx)
+            with make_router(store, embedder="hash", **options) as router:
+                persistent = router.store.capabilities.persistent
+            if not persistent:
+                if kinds is None:
+                    continue
+                raise VolatileStoreError(f"mode {kind!r}: the store is not persistent, a reopen has nothing to find")
             for run in range(kills):
                 # Each run writes new packets into the same store, so later runs reopen a store
                 # that has already survived kills.
-                row = kill_writer(store, rng.randint(20, max_acks), writer=f"crash-{run}")
+                row = kill_writer(store, rng.randint(20, max_acks), writer=f"crash-{run}", options=options)
                 rows.append({"kind": kind, "run": run, **row})
+            cleanup = all_modes()[kind][1].cleanup
+            if cleanup is not None:
+                with make_router(store, embedder="hash", **options) as router:
+                    cleanup(router.store)
     return pd.DataFrame(rows)
 
 
+def load_runs(threads: int = 8, ops: int = 200) -> pd.DataFrame:
+    """`concurrent_load` on a fresh store of every mode that runs here, one row per mode."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="qis-load-") as tmp, contextlib.ExitStack() as stack:
+        pool = ServerPool(Path(tmp) / "servers", stack)
+        for name in runnable_modes():
+            with mode_router(name, ModeContext(Path(tmp) / name, stack, pool=pool)) as router:
+                rows.append({"store": name, **concurrent_load(router, threads=threads, ops_per_thread=ops)})
+    return pd.DataFrame(rows).drop(columns="error_samples")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The experiments (with --out, their CSV summaries), or a child's part of a crash run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     w = sub.add_parser("write", help="(child) deposit packets and print each acknowledged index")
     c = sub.add_parser("check", help="(child) read acknowledged indexes as JSON on stdin, check the store")
     for p in (w, c):
-        p.add_argument("--store", required=True)
+        p.add_argument("--store", required=True, help="a store name or url, as make_router takes it")
+        p.add_argument("--options", type=json.loads, default={}, help="the store's options, as JSON")
         p.add_argument("--writer", required=True)
     w.add_argument("--count", type=int, required=True)
     parser.add_argument("--out", default=None, help="folder for the summary CSVs (default: print only)")
@@ -212,18 +291,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kills", type=int, default=5, help="kills per store")
     args = parser.parse_args(argv)
     if args.command == "write":
-        write_stream(args.store, args.writer, args.count)
+        write_stream(args.store, args.writer, args.count, args.options)
         return
     if args.command == "check":
-        print(json.dumps(check_stream(args.store, args.writer, json.load(sys.stdin))))
+        print(json.dumps(check_stream(args.store, args.writer, json.load(sys.stdin), args.options)))
         return
-    load_rows = []
-    with tempfile.TemporaryDirectory(prefix="qis-load-") as tmp:
-        for spec in ("memory", "chroma", f"chroma://{tmp}/c", "qdrant", f"qdrant://{tmp}/q", f"qdrant-edge://{tmp}/e"):
-            with make_router(spec, embedder="hash") as router:
-                row = concurrent_load(router, threads=args.threads, ops_per_thread=args.ops)
-                load_rows.append({"store": spec.replace(tmp, "TMP"), **row})
-    load = pd.DataFrame(load_rows).drop(columns="error_samples")
+    load = load_runs(threads=args.threads, ops=args.ops)
     crashes = crash_runs(kills=args.kills)
     print(load.to_string(index=False), "\n")
     print(crashes.to_string(index=False))

@@ -14,6 +14,28 @@ from pathlib import Path
 from ..stores.chroma import heartbeat_problem
 
 
+def wait_until(check, timeout: float, what: str, interval: float = 0.25):
+    """Call check() until it returns something truthy, and return that.
+
+    Exceptions from check() count as "not yet" (a server still starting answers with all
+    sorts of errors); if `timeout` seconds pass first, raise TimeoutError naming `what`
+    and the last error seen.
+    """
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # a node still starting answers with all sorts of errors
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
+            raise TimeoutError(f"{what} not reached within {timeout:.0f}s{detail}")
+        time.sleep(interval)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
