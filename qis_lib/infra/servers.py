@@ -78,6 +78,7 @@ class ChromaServer:
         return heartbeat_problem(self.url, timeout) is None
 
     def start(self) -> "ChromaServer":
+        """Start `chroma run` (if not running) and return once its heartbeat answers."""
         if self.running:
             return self
         env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
