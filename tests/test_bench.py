@@ -22,7 +22,7 @@ from qis_lib.bench.latency import run, targets
 from qis_lib.embedders import CachedEmbedder
 from qis_lib.stores.exact import top_k_rows
 from qis_lib.embedders import HashEmbedder
-from qis_lib.stores import QueryFilter, open_store
+from qis_lib.stores import open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini" / "jira"
 QUERY_COLUMNS = ["transport", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10", "raw_p99_ms",
@@ -166,7 +166,6 @@ def test_native_call_returns_what_the_store_returns(name):
         store.upsert([p.packet_id for p in points.packets], vset.vectors, [p.to_payload() for p in points.packets])
         for filtered in (False, True):
             flts = data.make_filters(6, filtered)
-            masks = data.filter_masks(points, flts)
             raw = store.native_query_fn(vset.queries, flts, 10)
             for j in range(6):
                 answer = raw(j)
