@@ -94,3 +94,18 @@ def test_a_missing_client_names_the_extra():
     spec = StoreSpec("missing", "qis_lib_no_such_module", "X", extra="missing-extra", locations=(), modes=())
     with pytest.raises(ImportError, match=r'pip install "qis-routing\[missing-extra\]"'):
         spec.load()
+    # the usual case: the store's module is there, its client (imported when the store opens) is not
+    lazy = StoreSpec("lazy", __name__, "ListStore", extra="lazy-extra", locations=(), modes=(),
+                     requires=("qis_no_such_client",))
+    with pytest.raises(ImportError, match=r'qis_no_such_client.*pip install "qis-routing\[lazy-extra\]"'):
+        lazy.load()
+
+
+
+def test_a_builtin_store_without_its_client_names_its_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "chromadb" else real(name, *a))
+    with pytest.raises(ImportError, match=r'chromadb.*pip install "qis-routing\[chroma\]"'):
+        make_router("chroma", embedder=HashEmbedder())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class StoreSpec:
     locations: tuple[str, ...]  # what scheme://LOCATION may be, from LOCATIONS; () for none
     modes: tuple[Mode, ...]
     description: str = ""
+    requires: tuple[str, ...] = ()  # modules its client provides (imported by the store when opened)
 
     def __post_init__(self) -> None:
         unknown = [loc for loc in self.locations if loc not in LOCATIONS]
@@ -96,11 +98,14 @@ class StoreSpec:
         return [f"{self.name}://"] + [kinds[k] for k in self.locations]
 
     def load(self) -> type[Store]:
-        """The store's class, importing its module (and client) now."""
+        """The store's class, importing its module now; a missing client is an ImportError naming the extra."""
+        install = f'pip install "qis-routing[{self.extra}]"' if self.extra else "install its client"
+        missing = [name for name in self.requires if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ImportError(f"the {self.name!r} store needs {', '.join(missing)}, which is not installed: {install}")
         try:
             module = importlib.import_module(self.module)
         except ImportError as exc:
-            install = f'pip install "qis-routing[{self.extra}]"' if self.extra else "install its client"
             raise ImportError(f"the {self.name!r} store needs a package that is not installed "
                               f"({exc.name or exc}): {install}") from exc
         return getattr(module, self.cls)
@@ -128,6 +133,7 @@ BUILTIN = (
               description="numpy matrix, exact cosine, in-process; the reference the others are tested against",
               modes=(Mode("memory", lambda ctx: {}, bench="memory", description="numpy exact, in-process"),)),
     StoreSpec("chroma", "qis_lib.stores.chroma", "ChromaStore", extra="chroma", locations=("path", "host"),
+              requires=("chromadb",),
               description="ChromaDB: embedded (ephemeral or a path) or a `chroma run` server",
               modes=(
                   Mode("chroma-ephemeral", lambda ctx: {"collection": ctx.collection}),
@@ -140,6 +146,7 @@ BUILTIN = (
                        description="chroma run on loopback, HTTP"),
               )),
     StoreSpec("qdrant", "qis_lib.stores.qdrant", "QdrantStore", extra="qdrant", locations=("path", "hosts"),
+              requires=("qdrant_client",),
               description="Qdrant through qdrant-client: local mode, a server, or a cluster with node failover",
               modes=(
                   Mode("qdrant-memory", lambda ctx: {"location": ":memory:", "collection": ctx.collection},
@@ -154,6 +161,7 @@ BUILTIN = (
                        cleanup=lambda store: store.drop_collection()),
               )),
     StoreSpec("qdrant-edge", "qis_lib.stores.qdrant_edge", "QdrantEdgeStore", extra=None, locations=("path",),
+              requires=("qdrant_edge",),
               description="the Qdrant engine in-process (qdrant-edge-py): HNSW and payload indexes, one opener",
               modes=(Mode("qdrant-edge", lambda ctx: {"path": str(ctx.folder / "edge")}, bench="qdrant-edge",
                           description="Qdrant engine in-process, payload indexes, temp folder"),)),
