@@ -109,3 +109,11 @@ def test_a_builtin_store_without_its_client_names_its_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "chromadb" else real(name, *a))
     with pytest.raises(ImportError, match=r'chromadb.*pip install "qis-routing\[chroma\]"'):
         make_router("chroma", embedder=HashEmbedder())
+
+
+def test_payloads_given_as_a_generator_are_written():
+    """The base class reads the batch once: a one-pass iterable of payloads is validated and written."""
+    store = ListStore(dim=4)
+    payloads = [OutcomePacket(f"p{i}", "open", 0.5, agent_id="a").to_payload() for i in range(3)]
+    store.upsert(["a", "b", "c"], np.eye(3, 4), (p for p in payloads))
+    assert store.get(["a", "b", "c"]) == dict(zip("abc", payloads))

@@ -109,8 +109,10 @@ def check_uuid_ids(ids: Sequence[str]) -> None:
             raise ValueError(f"this store takes UUID strings as ids, got {pid!r}") from None
 
 
-def check_upsert(dim: int, ids: Any, vectors: Any, payloads: Sequence[dict]) -> tuple[list[str], np.ndarray]:
-    """Validate a whole batch before any of it is written, so a bad batch writes nothing."""
+def check_upsert(dim: int, ids: Any, vectors: Any,
+                 payloads: Sequence[dict]) -> tuple[list[str], np.ndarray, list[dict]]:
+    """Validate a whole batch before any of it is written, so a bad batch writes nothing.
+    Returns the ids, the vectors as float32 and copies of the payloads."""
     ids = check_ids(ids)
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -128,7 +130,7 @@ def check_upsert(dim: int, ids: Any, vectors: Any, payloads: Sequence[dict]) -> 
         missing = [f for f in FILTER_FIELDS if f not in payload]
         if missing:
             raise ValueError(f"payload of {pid} lacks filter field(s) {missing}")
-    return ids, vectors
+    return ids, vectors, [dict(p) for p in payloads]
 
 
 def check_query(dim: int, vector: Any, top_k: Any, flt: Any) -> np.ndarray:
@@ -168,10 +170,10 @@ class Store(abc.ABC):
         fields in every payload): a bad batch raises ValueError and writes nothing. On
         return the write is acknowledged: it survives a crash of this process.
         """
-        ids, vectors = check_upsert(self.dim, ids, vectors, payloads)
+        ids, vectors, payloads = check_upsert(self.dim, ids, vectors, payloads)
         self.check_store_ids(ids)
         if ids:
-            self._upsert(ids, vectors, [dict(p) for p in payloads])
+            self._upsert(ids, vectors, payloads)
 
     def query(self, vector: Any, top_k: int, flt: QueryFilter) -> list[Hit]:
         """The `top_k` stored payloads most similar to `vector` among those `flt` keeps.
