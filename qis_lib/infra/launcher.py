@@ -74,8 +74,13 @@ class ClusterLauncher:
         for node in self.nodes:
             self.wait_ready(node, timeout)
         want = len(self.nodes)
-        return wait_until(lambda: (lambda p: p if len(p) == want else None)(cluster_peers(self.url(self.entry))),
-                          timeout, f"{want} peers in GET {self.url(self.entry)}/cluster")
+
+        def formed():
+            peers = cluster_peers(self.url(self.entry))
+            # a 1-tuple: wait_until wants a truthy value, and a DataFrame has no truth value
+            return (peers,) if len(peers) == want else None
+
+        return wait_until(formed, timeout, f"{want} peers in GET {self.url(self.entry)}/cluster")[0]
 
     def _live_url(self) -> str:
         for node in [self.entry] + self.others():
@@ -107,9 +112,9 @@ class ClusterLauncher:
         def settled():
             frame = self.placement(collection)
             ok = len(frame) and frame["state"].isin(READY_STATES).all() and not frame.attrs.get("shard_transfers")
-            return frame if ok else None
+            return (frame,) if ok else None  # a DataFrame has no truth value: wait_until gets a 1-tuple
 
-        return wait_until(settled, timeout, f"all replicas of {collection!r} Active")
+        return wait_until(settled, timeout, f"all replicas of {collection!r} Active")[0]
 
     def delete_collection(self, collection: str, timeout: float = 30.0) -> None:
         """Delete `collection` through a live node (HTTP error if it does not exist)."""

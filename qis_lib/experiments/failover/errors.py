@@ -1,9 +1,18 @@
-"""How a failed operation is recorded: a timeout (the request may have been applied) or an error."""
+"""How a failed operation is recorded: a timeout (the request may have been applied) or an error.
+
+REST and gRPC alike: an httpx timeout, a TimeoutError, a gRPC DEADLINE_EXCEEDED, or a
+`NoNodeAnswered` in which some node timed out is a "timeout" (the write may be stored
+although it was never acknowledged: the loss check counts it as indeterminate). Anything
+else is an "error". Which node failures move a client on to the next node is decided in
+`qis_lib.stores.qdrant.no_answer`; this module only labels the outcome.
+"""
 from __future__ import annotations
 
 import re
 
-_TIMEOUT_TEXT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
+from ...stores.qdrant import _causes, _grpc_code
+
+_TIMEOUT_TEXT = re.compile(r"timed? ?out|timeout|deadline exceeded", re.IGNORECASE)
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -13,15 +22,11 @@ def is_timeout(exc: BaseException) -> bool:
     """
     import httpx
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+    for link in _causes(exc):
+        if isinstance(link, (TimeoutError, httpx.TimeoutException)) or getattr(link, "timed_out", False) is True:
             return True
-        source = getattr(exc, "source", None)  # qdrant-client's ResponseHandlingException
-        if isinstance(source, BaseException) and is_timeout(source):
+        if _grpc_code(link) == "DEADLINE_EXCEEDED":
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
@@ -32,6 +37,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> str:
-    """'timeout' or 'error'. QdrantStore folds node errors into one ConnectionError message,
-    so its text is read too."""
-    return "timeout" if is_timeout(exc) or _TIMEOUT_TEXT.search(str(exc)) else "error"
+    """'timeout' or 'error'. A ConnectionError whose text says it timed out counts as a
+    timeout too (a store that folds node errors into one message)."""
+    folded = isinstance(exc, ConnectionError) and _TIMEOUT_TEXT.search(str(exc))
+    return "timeout" if is_timeout(exc) or folded else "error"
