@@ -259,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self):
         try:
             self.server.node.handle(self)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout) or the node was cut off
+            self.close_connection = True
         except Exception as exc:  # a bug of the fake: recorded, answered 500
             self.server.node.crashes.append(exc)
             RecordingQdrant._send(self, 500, json.dumps({"status": {"error": repr(exc)}}).encode(), "application/json")
@@ -302,6 +304,7 @@ class RecordingQdrant:
         return self._server is not None
 
     def start(self) -> "RecordingQdrant":
+        openapi()  # load the document now, not while a client waits for its first answer
         if self._server is None:
             self._server = _Server(("127.0.0.1", self.port), _Handler)
             self._server.node = self
@@ -565,10 +568,11 @@ class FakeCluster(ClusterLauncher):
     cuts a node off (its port refuses) and whose start brings it back, its replicas Partial
     for a few reads before they are Active again."""
 
-    def __init__(self, nodes: int = 3, catch_up_reads: int = 2):
-        peer_ids = [101 + 100 * i for i in range(nodes)]
+    def __init__(self, nodes: int = 3, catch_up_reads: int = 2, names: list[str] | None = None):
+        names = names or [f"node{i + 1}" for i in range(nodes)]
+        peer_ids = [101 + 100 * i for i in range(len(names))]
         self.state = State(peer_ids)
-        self.nodes = [f"node{i + 1}" for i in range(nodes)]
+        self.nodes = list(names)
         self.entry = self.nodes[0]
         self.catch_up_reads = catch_up_reads
         self.servers = {n: RecordingQdrant(self.state, peer_id=p, uri=f"http://{n}:6335/")

@@ -80,7 +80,7 @@ def port_plan_base():
 
 
 def test_docker_compose_cluster_commands_and_urls():
-    c = DockerComposeCluster(project="qis-test")
+    c = DockerComposeCluster(cl.COMPOSE_FILE, project="qis-test")
     assert c.nodes == ["qdrant_node1", "qdrant_node2", "qdrant_node3"] and c.entry == "qdrant_node1"
     assert c.urls == ["http://127.0.0.1:6333", "http://127.0.0.1:6343", "http://127.0.0.1:6353"]
     assert c.p2p_uri("qdrant_node2") == "http://qdrant_node2:6335"

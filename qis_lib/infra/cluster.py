@@ -19,6 +19,7 @@ can run here, and why not.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -198,12 +199,16 @@ class ProcessCluster(ClusterLauncher):
             self._tmpdir, self.workdir = None, None
 
 
-def compose_services(compose_file: str | os.PathLike = COMPOSE_FILE) -> dict[str, dict]:
-    """The Qdrant services of a compose file: name -> {"http": host port, "grpc": host port}."""
+def compose_spec(compose_file: str | os.PathLike = COMPOSE_FILE) -> dict:
     import yaml
 
     with open(compose_file, encoding="utf-8") as f:
-        spec = yaml.safe_load(f)
+        return yaml.safe_load(f) or {}
+
+
+def compose_services(compose_file: str | os.PathLike = COMPOSE_FILE) -> dict[str, dict]:
+    """The Qdrant services of a compose file: name -> {"http": host port, "grpc": host port}."""
+    spec = compose_spec(compose_file)
     services = {}
     for name, service in (spec.get("services") or {}).items():
         if "qdrant" not in str(service.get("image", "")):
@@ -219,19 +224,58 @@ def compose_services(compose_file: str | os.PathLike = COMPOSE_FILE) -> dict[str
     return services
 
 
-class DockerComposeCluster(ClusterLauncher):
-    """The cluster of docker-compose.yml, driven with `docker compose` (up, kill, stop, start, down)."""
+DEFAULT_PROJECT = "qis-qdrant"  # docker-compose.yml's `name:`; used if a compose file has none
 
-    def __init__(self, compose_file: str | os.PathLike = COMPOSE_FILE, project: str = "qis-qdrant",
+
+class DockerComposeCluster(ClusterLauncher):
+    """The cluster of docker-compose.yml, driven with `docker compose` (up, kill, stop, start, down).
+
+    One compose project: the one already running this compose file if there is one (say,
+    started by hand with `docker compose up -d`, whatever its name), else the file's `name:`.
+    A cluster that was running before `with DockerComposeCluster() as c:` is reused and left
+    running afterwards; one that this object started is brought down (`down -v`).
+    """
+
+    def __init__(self, compose_file: str | os.PathLike | None = None, project: str | None = None,
                  host: str = "127.0.0.1", start_timeout: float = 180.0, docker: str = "docker"):
-        self.compose_file = Path(compose_file)
-        self.project = project
+        # default: $QIS_COMPOSE_FILE (how `make cluster-test` hands its file to the tests it runs), else the repo's
+        self.compose_file = Path(compose_file or os.environ.get("QIS_COMPOSE_FILE") or COMPOSE_FILE).resolve()
         self.host = host
         self.docker = docker
         self.start_timeout = start_timeout
         self.services = compose_services(self.compose_file)
         self.nodes = list(self.services)
         self.entry = self.nodes[0]
+        self._project = project
+
+    @property
+    def project(self) -> str:
+        """The compose project: as given, else the one running this file, else the file's `name:`."""
+        if self._project is None:
+            try:
+                running = self.running_project()
+            except (OSError, RuntimeError, ValueError):  # no docker here: the name is still the file's
+                running = None
+            self._project = running or compose_spec(self.compose_file).get("name") or DEFAULT_PROJECT
+        return self._project
+
+    def running_project(self) -> str | None:
+        """The name of a running compose project made from this compose file (`docker compose ls`), or None."""
+        done = subprocess.run([self.docker, "compose", "ls", "--format", "json"], capture_output=True, text=True,
+                              timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"`{self.docker} compose ls` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        for entry in json.loads(done.stdout or "[]"):
+            files = [Path(f.strip()).resolve() for f in str(entry.get("ConfigFiles", "")).split(",") if f.strip()]
+            if self.compose_file in files:
+                return entry["Name"]
+        return None
+
+    def already_up(self) -> bool:
+        """True when this compose file's project runs and its entry node answers /readyz."""
+        from .qdrant_http import is_ready
+
+        return self.running_project() is not None and is_ready(self.url(self.entry))
 
     def url(self, node: str) -> str:
         return f"http://{self.host}:{self.services[self._check_node(node)]['http']}"
@@ -252,9 +296,22 @@ class DockerComposeCluster(ClusterLauncher):
     def running(self, node: str) -> bool:
         return bool(self._compose("ps", "-q", "--status", "running", self._check_node(node)).strip())
 
+    def busy_ports(self) -> list[int]:
+        """Host ports of this file's nodes that something already holds."""
+        return [port for ports in self.services.values() for port in ports.values() if not _port_free(port, self.host)]
+
     def up(self, timeout: float | None = None) -> "DockerComposeCluster":
-        """`docker compose up` node 1, then the others once it is ready; wait until the cluster has formed."""
+        """`docker compose up` node 1, then the others once it is ready; wait until the cluster has formed.
+
+        On a project that already runs, `up` starts only what is stopped. Host ports held by
+        anything else (another compose project, another Qdrant) are an OSError naming them."""
         timeout = self.start_timeout if timeout is None else timeout
+        if self.running_project() is None:
+            busy = self.busy_ports()
+            if busy:
+                raise OSError(f"host port(s) {busy} of {self.compose_file.name} are in use, and not by a compose "
+                              f"project of this file (`docker compose ls` lists none): stop what holds them "
+                              f"(`docker ps --filter publish={busy[0]}`) and run again")
         # Node 1 first and ready: the others bootstrap from it (compose's depends_on only orders starts).
         self._compose("up", "-d", self.entry)
         self.wait_ready(self.entry, timeout)
@@ -288,5 +345,5 @@ def nodes_table(cluster: ClusterLauncher) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["ClusterLauncher", "DockerComposeCluster", "NodePorts", "ProcessCluster", "compose_services", "nodes_table",
-           "open_cluster", "port_plan"]
+__all__ = ["DEFAULT_PROJECT", "ClusterLauncher", "DockerComposeCluster", "NodePorts", "ProcessCluster",
+           "compose_services", "compose_spec", "nodes_table", "open_cluster", "port_plan"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .qdrant_http import READY_STATES, cluster_peers, is_ready, shard_replicas
+from .qdrant_http import READY_STATES, cluster_peers, collection_names, is_ready, shard_replicas
 from .servers import wait_until
 
 
@@ -116,17 +116,28 @@ class ClusterLauncher:
 
         return wait_until(settled, timeout, f"all replicas of {collection!r} Active")[0]
 
+    def wait_all_replicas_active(self, timeout: float = 120.0) -> dict[str, pd.DataFrame]:
+        """wait_replicas_active for every collection the cluster holds: collection -> placement."""
+        return {name: self.wait_replicas_active(name, timeout) for name in collection_names(self._live_url())}
+
     def delete_collection(self, collection: str, timeout: float = 30.0) -> None:
         """Delete `collection` through a live node (HTTP error if it does not exist)."""
         import httpx
 
         httpx.delete(f"{self._live_url()}/collections/{collection}", timeout=timeout).raise_for_status()
 
+    def already_up(self) -> bool:
+        """True when this cluster was running before we were asked to start it (reused, and
+        then left running); launchers that cannot tell say False."""
+        return False
+
     def __enter__(self) -> "ClusterLauncher":
-        return self.up()
+        self.reused = self.already_up()
+        return self.up()  # on a running cluster: starts what is stopped, waits until formed
 
     def __exit__(self, *exc) -> None:
-        self.down()
+        if not getattr(self, "reused", False):
+            self.down()
 
 
 __all__ = ["ClusterLauncher"]

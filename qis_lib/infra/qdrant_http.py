@@ -5,7 +5,8 @@
   cluster has answer, or is ready at once if it knows no other peer) and its own shard
   replicas are Active (or Listener). The answer latches: once a node has been ready it
   stays ready for the life of its process, and answers 200 while its peers do not
-  answer or replicas on other nodes are Dead. So "ready" means "this process has
+  answer or replicas on other nodes are Dead (Qdrant v1.19.0, src/common/health.rs: an
+  AtomicBool set to true once, never reset). So "ready" means "this process has
   started and caught up once", not "the cluster serves every shard"; for that, read
   the replica states below.
 - GET /cluster: the peers the node knows, and the Raft leader.
@@ -56,6 +57,11 @@ def is_ready(url: str, timeout: float = 2.0, client=None) -> bool:
         return False
 
 
+def collection_names(url: str, timeout: float = 2.0, client=None) -> list[str]:
+    """The collections of the node at `url` (GET /collections)."""
+    return sorted(c["name"] for c in _get(url, "/collections", timeout, client).get("collections", []))
+
+
 def cluster_peers(url: str, timeout: float = 2.0, client=None) -> pd.DataFrame:
     """The peers the node at `url` knows (GET /cluster): peer_id, uri, is_self, is_leader.
 
@@ -90,4 +96,4 @@ def shard_replicas(url: str, collection: str, timeout: float = 2.0, client=None)
     return frame.sort_values(["shard_id", "peer_id"], ignore_index=True)
 
 
-__all__ = ["READY_STATES", "cluster_peers", "is_ready", "shard_replicas"]
+__all__ = ["READY_STATES", "cluster_peers", "collection_names", "is_ready", "shard_replicas"]
