@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test notebooks clean
+.PHONY: setup demo test notebooks clean cluster-test
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ demo: setup
 # few digits between runs and machines, so comparing every output would fail on noise.
 test: setup
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-cell-timeout=300 notebooks
+
+# With Docker: docker-compose.yml's 3-node Qdrant cluster up (or the running one reused), the
+# server conformance tests, the live cluster tests and the failover experiment, results in
+# results/cluster-test/, then down if it was started here.
+cluster-test: setup
+	$(BIN)/python -m qis_lib.infra.cluster_check --out results/cluster-test
 
 notebooks: setup
 	$(BIN)/jupyter lab notebooks/

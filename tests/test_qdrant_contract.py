@@ -1,6 +1,8 @@
-"""The Qdrant store, the cluster helpers and the failover harness against recording nodes
+"""The Qdrant store and the cluster helpers against recording nodes
 that check every request with Qdrant's OpenAPI document (tests/qdrant_fake.py): what a
-user's Qdrant server will receive, proved here with no server.
+user's Qdrant server will receive, proved here with no server. (The failover harness and
+`make cluster-test` run on the same nodes in tests/test_cluster_check.py, the live cluster
+tests in tests/test_cluster.py.)
 
 And node failover, REST and gRPC: a node that does not answer (refused, reset, timed out,
 502/503/504, gRPC UNAVAILABLE or DEADLINE_EXCEEDED) is left for the next one; a node that
@@ -10,7 +12,6 @@ the call at once, naming the node and what it answered.
 A failure here names the request that did not fit the document ("<operationId> body
 <path>: <what>"): compare it with the operation in tests/fixtures/qdrant/.
 """
-import threading
 import time
 from concurrent import futures
 
@@ -20,8 +21,7 @@ import pytest
 
 from qdrant_fake import FakeCluster, RecordingQdrant, openapi, silent_port
 from qis_lib import OutcomePacket, make_router
-from qis_lib.embedders import get_embedder
-from qis_lib.experiments.failover import LoadSpec, QdrantClusterTarget, classify, run_failover
+from qis_lib.experiments.failover import classify
 from qis_lib.infra.qdrant_http import cluster_peers, is_ready, shard_replicas
 from qis_lib.infra.servers import free_port
 from qis_lib.stores.qdrant import NoNodeAnswered, QdrantNodeError, QdrantStore, no_answer
@@ -326,26 +326,3 @@ def test_cluster_peers_refuses_a_node_without_cluster_mode():
         with pytest.raises(httpx.HTTPStatusError):
             shard_replicas(n.url, "nothing")
         assert n.problems() == []
-
-
-# ------------------------------------------------------------------ the failover harness
-
-
-def test_failover_harness_on_recording_nodes():
-    """The clients' entry node is killed under load: they move on to the next url, and every
-    acknowledged deposit is found on every node afterwards."""
-    victim = "entry"
-    spec = LoadSpec(duration=3.0, rate=15.0, threads=2, outages=((1.0, 1.5),), min_after=0.5, preload=30,
-                    recovery_timeout=20.0)
-    with FakeCluster() as c:
-        target = QdrantClusterTarget(c, collection="failover", dim=384, victim=victim, timeout=2)
-        result = run_failover(target, get_embedder("hash"), spec, title=victim)
-        problems = c.problems()
-    assert problems == []
-    assert result.lost == 0 and (result.loss["acknowledged"] > 30).all()
-    ops = result.ops
-    killed = dict(zip(result.events["event"], result.events["t"]))
-    during = ops[(ops["start"] > killed["killed"]) & (ops["start"] < killed["restart"])]
-    assert len(during) > 0 and (during["outcome"] == "ok").all()  # replicas elsewhere answered
-    assert target.victim == c.entry and target.victim not in set(during["node"])
-    assert set(result.loss["verifier"]) == set(c.nodes)
