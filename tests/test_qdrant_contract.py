@@ -115,6 +115,7 @@ def test_the_server_modes_cleanup_deletes_what_it_created(node, tmp_path):
         store.upsert([packet.packet_id], store_vector(), [packet.to_payload()])
         store = factory()  # reopened: still there
         assert ctx.collection in node.state.collections
+        store.close()  # as the reopen test does: the cleanup must not need the store's own clients
         factory.close()
     assert node.state.collections == {} and node.problems() == []
 
@@ -210,6 +211,22 @@ def test_a_node_answering_something_bad_fails_at_once_naming_it(two_nodes, how, 
     assert "no Qdrant node answered" not in message
     assert len(second.recorded) == before  # the other node was not asked
     assert classify(info.value) == "error"
+
+
+def test_a_closed_client_is_our_error_not_the_nodes(node):
+    store = QdrantStore(url=node.url, collection="c")
+    store.close()
+    with pytest.raises(Exception) as info:
+        store.count()
+    assert not isinstance(info.value, (QdrantNodeError, NoNodeAnswered)) and "closed" in str(info.value)
+
+
+def test_a_node_answering_429_fails_at_once(two_nodes):
+    store = QdrantStore(urls=two_nodes.url_list(), collection="c")
+    two_nodes.servers["node1"].fail("count_points", status=429)
+    with pytest.raises(QdrantNodeError, match="answered HTTP 429"):
+        store.count()
+    store.close()
 
 
 # ------------------------------------------------------------------ gRPC

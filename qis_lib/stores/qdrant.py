@@ -189,10 +189,10 @@ def _answer(exc: BaseException) -> str | None:
                 isinstance(e, from_client) for e in _causes(exc)):
             text = " ".join(str(link).split())
             return f"a body the client could not read ({type(link).__name__}: {text[:300]})"
-        if isinstance(link, from_client) and link is not exc:
-            return " ".join(f"{type(link).__name__}: {link}".split())[:400]
-    if isinstance(exc, from_client):
-        return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+        if isinstance(link, QdrantException):  # ResourceExhaustedResponse: the node answered 429
+            return " ".join(f"HTTP 429 {type(link).__name__}: {link}".split())[:400]
+    # anything else wrapped in ResponseHandlingException ("the client has been closed", ...)
+    # happened on our side: raised unchanged
     return None
 
 

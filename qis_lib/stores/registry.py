@@ -115,6 +115,18 @@ def _qdrant_url() -> str | None:
     return os.environ.get("QDRANT_URL")
 
 
+def drop_server_collection(store: Store) -> None:
+    """Delete the collection a `qdrant-server` run created, through a client of its own: the
+    test may have closed the store's clients already."""
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(url=store.urls[0], check_compatibility=False)
+    try:
+        client.delete_collection(store.collection_name)
+    finally:
+        client.close()
+
+
 def start_chroma_server(stack: contextlib.ExitStack, folder: Path):
     from ..infra.servers import ChromaServer
 
@@ -158,7 +170,7 @@ BUILTIN = (
                        "no Qdrant server: set QDRANT_URL (e.g. docker compose up -d, then "
                        "QDRANT_URL=http://localhost:6333)",
                        bench="qdrant-server", description="Qdrant server at $QDRANT_URL, HTTP",
-                       cleanup=lambda store: store.drop_collection()),
+                       cleanup=drop_server_collection),
               )),
     StoreSpec("qdrant-edge", "qis_lib.stores.qdrant_edge", "QdrantEdgeStore", extra=None, locations=("path",),
               requires=("qdrant_edge",),
