@@ -185,7 +185,8 @@ def test_cluster_check_runs_every_step_and_writes_results(stand_in, tmp_path, ca
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     steps = {s["name"]: s for s in summary["steps"]}
-    print({name: s["seconds"] for name, s in steps.items()}, os.getloadavg())
+    with capsys.disabled():
+        print(printed, {name: s["seconds"] for name, s in steps.items()}, os.getloadavg())
     assert code == 0, printed + "\n".join(open(s["log"]).read()[-1500:] for s in summary["steps"])
     assert steps["server-conformance"]["closing"].startswith("2 passed")
     assert "passed" in steps["live-cluster"]["closing"] and "skipped" not in steps["live-cluster"]["closing"]
