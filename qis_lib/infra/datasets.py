@@ -10,13 +10,13 @@ reports that the trackers marked as duplicates. Credit it wherever it is used:
 One project's directory holds `<project>_bugs.csv` (one row per report: Summary,
 Issue id, Status, Priority, Resolution, Created, Resolved, [Affects Version/s],
 Description) and `<project>_bugs-combined.csv` (Issue id, Duplicate id; the second
-column may hold several ids separated by commas). Files are found by those suffixes,
+column may hold several ids separated by commas), plain or gzipped (`.csv.gz`). Files are found by those suffixes,
 so any project works: Jira projects (hadoop, spark, ...) write dates as
 "30/Sep/21 17:20" and resolutions as "Won't Fix"; Bugzilla projects (seamonkey,
 firefox, ...) write "2020-01-02 17:14:21+00:00" and "WONTFIX", and have no
 "Affects Version/s".
 
-    ds = load_gitbugs()          # path, else $QIS_GITBUGS_DIR, else a download cache
+    ds = load_gitbugs()          # path, else $QIS_GITBUGS_DIR, else the Hadoop copy in data/gitbugs/
     ds.reports                   # DataFrame, one row per report, oldest first
     ds.packets                   # OutcomePacket per report, agent_id = the report's id
     ds.duplicate_pairs           # (earlier id, later id), both present in ds.reports
@@ -44,12 +44,19 @@ How a report becomes a packet:
   "project:<name>".
 - delta_summary: the resolution and status, "same problem as <ids>" for reports linked as duplicates,
   and the resolution date; cut to 200 characters.
+Where the data comes from, in order: `path=`; else $QIS_GITBUGS_DIR; else, for the
+Hadoop project (the default), the gzipped copy this repository ships in
+data/gitbugs/hadoop/, checked against the SHA-256 sums in `SHIPPED` (never the
+network); else, only for another project asked for by name (`project="spark"`), a
+download of the public files into the cache folder.
+
 - timestamp: Created (UTC); agent_id: the report's id; ttl: `ttl` seconds (default
   30 years, so that reports from 2020 are still live when queried today; replays pass
   `now=` the report's time instead).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -71,6 +78,17 @@ DOWNLOAD_BASE = "https://raw.githubusercontent.com/av9ash/gitbugs/main"
 ENV_DIR = "QIS_GITBUGS_DIR"
 REPORTS_SUFFIX = "_bugs.csv"
 LINKS_SUFFIX = "_bugs-combined.csv"
+GZ = ".gz"
+SHIPPED_PROJECT = "hadoop"
+# data/gitbugs/hadoop/ in a clone of this repository; an installed copy of the package does not carry it
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "gitbugs" / SHIPPED_PROJECT
+# SHA-256 of each shipped file (gzip -n -9 of the data set's CSVs); data/gitbugs/hadoop/SHA256SUMS says the same
+SHIPPED = {
+    "hadoop_bugs.csv.gz": "c98fab7efeaf0c005eb3869f6d21ff93b8e6d9a151dda665d7c053684e234f44",
+    "hadoop_bugs-combined.csv.gz": "ed025df8b816e40aa3b3d320742e8bec2d51f3a48d28f1723ff3cff0f7839010",
+    "hadoop_bugs-train.csv.gz": "426a7d7ed090b01fc25f5eb12d35201fa81d2000c75f7bd5ef79a7b948527c6d",
+    "hadoop_bugs-test.csv.gz": "d2e8d47bb4b9fee4204090b5887942907eb5d5705dd926d1320d01347c4f9785",
+}
 TEXT_CHOICES = ("summary", "summary+description")
 DEFAULT_TTL = 30 * 365 * 24 * 3600.0
 REQUIRED_COLUMNS = ("Summary", "Issue id", "Status", "Priority", "Resolution", "Created", "Description")
@@ -144,6 +162,12 @@ def parse_dates(values: pd.Series, column: str = "Created") -> pd.Series:
                      f"(expected like '30/Sep/21 17:20' or '2020-01-02 17:14:21+00:00')")
 
 
+def csv_name(path: Path) -> str:
+    """The file's name in lower case without a trailing .gz: how the suffixes are matched."""
+    name = path.name.lower()
+    return name[: -len(GZ)] if name.endswith(GZ) else name
+
+
 def find_files(directory: str | os.PathLike, project: str | None = None) -> tuple[Path, Path]:
     """The reports and duplicate-link CSVs of one project, found by their suffixes.
 
@@ -155,11 +179,11 @@ def find_files(directory: str | os.PathLike, project: str | None = None) -> tupl
 
     def pick(folder: Path) -> tuple[Path, Path] | None:
         """The reports and links files in `folder` (for `project`, if given), or None."""
-        reports = sorted(p for p in folder.iterdir() if p.name.lower().endswith(REPORTS_SUFFIX))
-        links = sorted(p for p in folder.iterdir() if p.name.lower().endswith(LINKS_SUFFIX))
+        reports = sorted(p for p in folder.iterdir() if csv_name(p).endswith(REPORTS_SUFFIX))
+        links = sorted(p for p in folder.iterdir() if csv_name(p).endswith(LINKS_SUFFIX))
         if project is not None:
-            reports = [p for p in reports if p.name.lower() == f"{project.lower()}{REPORTS_SUFFIX}"]
-            links = [p for p in links if p.name.lower() == f"{project.lower()}{LINKS_SUFFIX}"]
+            reports = [p for p in reports if csv_name(p) == f"{project.lower()}{REPORTS_SUFFIX}"]
+            links = [p for p in links if csv_name(p) == f"{project.lower()}{LINKS_SUFFIX}"]
         if not reports and not links:
             return None
         if len(reports) != 1 or len(links) != 1:
@@ -329,13 +353,43 @@ def download_gitbugs(project: str = "hadoop", cache_dir: str | os.PathLike | Non
     return folder
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The Hadoop copy this repository ships (data/gitbugs/hadoop/), each file checked
+    against its SHA-256 in `SHIPPED`. Missing or changed: FileNotFoundError or ValueError
+    naming the file and what to do."""
+    folder = Path(folder) if folder is not None else SHIPPED_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"the GitBugs Hadoop data is not at {folder}: it ships in data/gitbugs/hadoop/ of a clone of the "
+            f"qis-routing repository, not in an installed copy of the package. Run from a clone, set {ENV_DIR} "
+            f"to a folder holding hadoop_bugs.csv and hadoop_bugs-combined.csv (plain or .gz), or pass path=")
+    for name, expected in SHIPPED.items():
+        file = folder / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing: restore it with `git checkout -- {name}` in {folder}, "
+                                    f"or set {ENV_DIR} to another copy of the GitBugs Hadoop files")
+        got = sha256(file)
+        if got != expected:
+            raise ValueError(f"{file} is corrupt or changed: its SHA-256 is {got}, expected {expected}. Restore it "
+                             f"with `git checkout -- {name}` in {folder} (check with `sha256sum -c SHA256SUMS`), "
+                             f"or set {ENV_DIR} to another copy of the GitBugs Hadoop files")
+    return folder
+
+
 def resolve_dir(path: str | os.PathLike | None = None, project: str = "hadoop", download: bool = True,
                 fetch: Callable[[str], bytes] = fetch_url) -> Path:
-    """`path`, else $QIS_GITBUGS_DIR, else the download cache (downloading if allowed)."""
+    """`path`, else $QIS_GITBUGS_DIR, else the shipped Hadoop copy (for project "hadoop"),
+    else the download cache (another project, downloading if allowed)."""
     if path is not None:
         return Path(path)
     if os.environ.get(ENV_DIR):
         return Path(os.environ[ENV_DIR])
+    if project.lower() == SHIPPED_PROJECT:
+        return shipped_dir()
     cached = default_cache_dir() / project
     if (cached / f"{project}{REPORTS_SUFFIX}").exists() and (cached / f"{project}{LINKS_SUFFIX}").exists():
         return cached
@@ -350,7 +404,7 @@ def load_gitbugs(path: str | os.PathLike | None = None, *, project: str | None =
     """Load one GitBugs project (see the module docstring for the mapping to packets)."""
     directory = resolve_dir(path, project or "hadoop", download, fetch)
     reports_csv, links_csv = find_files(directory, project)
-    name = reports_csv.name[: -len(REPORTS_SUFFIX)].lower()
+    name = csv_name(reports_csv)[: -len(REPORTS_SUFFIX)]
     reports = read_reports(reports_csv)
     pairs, skipped = read_duplicate_pairs(links_csv, reports)
     unknown = Counter(reports.loc[~reports["resolution_known"], "resolution"])
