@@ -27,3 +27,14 @@ def test_article_calls_fail_and_the_library_does_not():
         hits = ours.query(PROBLEM, top_k=5, domain_filter="database", now=now)
         assert len(hits) == 5 and all(not p.is_expired(now=now) for p, _ in hits)
         assert ours.stats()["store_info"]["points"] == 10
+
+
+def test_literal_demo_counts_the_agents_own_packet():
+    from qis_lib.experiments.article import literal_demo
+
+    with make_router("memory", embedder=HashEmbedder()) as router:
+        demo = literal_demo(router, n_agents=7, top_k=5)
+    assert demo["article_matches"].tolist() == [1, 2, 3, 4, 5, 5, 5]  # agent 1 "finds" itself
+    assert demo["own_packet_counted"][:5].all()  # while the store holds <= 5 packets, one is its own
+    assert demo["matches_from_others"].tolist() == [0, 1, 2, 3, 4, 5, 5]
+    assert (demo["distinct_scores"] == 1).all()  # identical texts: every score the same

@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..core.packet import OutcomePacket
 
@@ -106,3 +107,28 @@ def starving_packets(now: float, n_expired: int = 5, n_live: int = 5,
 def nearest_ids(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
     """Indexes of the k rows of `vectors` most similar to `query` (cosine; rows normalised)."""
     return [int(i) for i in np.argsort(-(vectors @ query))[:k]]
+
+
+DEMO_SENTENCE = "Database connection pool exhausted under peak load"  # one text for every agent
+
+
+def literal_demo(router, sentence: str = DEMO_SENTENCE, n_agents: int = 20, top_k: int = 5,
+                 now: float | None = None) -> pd.DataFrame:
+    """The in-memory article's demo as it runs: `n_agents` agents, all with the same
+    `sentence`, each deposits and then queries top `top_k`, and the results are counted
+    as matches with the agent's own packet included. Beside it, the same query with the
+    agent's own packet left out (what `synthesize` does here). One row per agent."""
+
+    now = time.time() if now is None else now
+    rows = []
+    for i in range(n_agents):
+        agent = f"agent_{i:02d}"
+        router.deposit(OutcomePacket(sentence, "resolved", 0.8, f"what {agent} did", ["demo"], timestamp=now,
+                                     ttl=ARTICLE_TTL, agent_id=agent))
+        counted = router.query(sentence, top_k=top_k, now=now)  # the article's count: own packet included
+        others = router.query(sentence, top_k=top_k, exclude_agent=agent, now=now)
+        rows.append({"arrival": i + 1, "agent": agent, "article_matches": len(counted),
+                     "own_packet_counted": any(p.agent_id == agent for p, _ in counted),
+                     "matches_from_others": len(others),
+                     "distinct_scores": len({round(s, 4) for _, s in counted})})
+    return pd.DataFrame(rows)
