@@ -101,3 +101,32 @@ def test_store_url_carries_grpc_settings():
 
     assert parse_store_url("qdrant://localhost:6333?prefer_grpc=true&grpc_port=6334") == (
         "qdrant", {"url": "http://localhost:6333", "prefer_grpc": True, "grpc_port": 6334})
+
+
+def test_article_keywords_reach_qdrant_client(monkeypatch):
+    """With a server named, host/port/grpc_port/prefer_grpc go to QdrantClient and the cluster
+    settings to create_collection (recorded on a local-mode client standing in for the server)."""
+    import qdrant_client
+
+    seen = {}
+
+    class Recording(qdrant_client.QdrantClient):
+        def __init__(self, **kwargs):
+            seen["client"] = kwargs
+            super().__init__(location=":memory:")
+
+        def create_collection(self, name, **kwargs):
+            seen["collection"] = kwargs
+            return super().create_collection(name, **kwargs)
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", Recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # local mode's own warning about payload indexes
+        router = make_router("qdrant", host="qdrant.example", port=7333, grpc_port=7334, prefer_grpc=True,
+                             replication_factor=2, shard_number=3, embedder="hash")
+    with router:
+        assert router.store.active_url == "http://qdrant.example:7333"
+        assert router.stats()["store_info"]["transport"] == "gRPC"
+    client = seen["client"]
+    assert (client["url"], client["grpc_port"], client["prefer_grpc"]) == ("http://qdrant.example:7333", 7334, True)
+    assert seen["collection"]["replication_factor"] == 2 and seen["collection"]["shard_number"] == 3
