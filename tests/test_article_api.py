@@ -130,3 +130,14 @@ def test_article_keywords_reach_qdrant_client(monkeypatch):
     client = seen["client"]
     assert (client["url"], client["grpc_port"], client["prefer_grpc"]) == ("http://qdrant.example:7333", 7334, True)
     assert seen["collection"]["replication_factor"] == 2 and seen["collection"]["shard_number"] == 3
+
+
+def test_qdrant_edge_store_info(tmp_path):
+    with make_router("qdrant-edge", path=str(tmp_path / "edge"), embedder="hash") as router:
+        router.deposit_many(packets())
+        before = router.stats()["store_info"]
+        router.store.optimize()
+        after = router.stats()["store_info"]
+    assert before["points"] == after["points"] == 6
+    assert {"domain_tags", "agent_id", "confidence", "expires_at"} <= set(after["payload_indexes"])
+    assert 0 <= after["indexed_vectors"] <= 6
