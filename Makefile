@@ -6,8 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := $(shell grep '^torch==' requirements.txt)
 
-# The real bug reports live outside the repo (see ../shared/data/gitbugs/README.md).
-export QIS_GITBUGS_DIR ?= $(wildcard $(abspath ../shared/data/gitbugs/hadoop))
+# The real bug reports ship in data/gitbugs/ (load_gitbugs() reads them; QIS_GITBUGS_DIR overrides).
 # Fail loudly if anything tries to reach a model hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

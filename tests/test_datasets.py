@@ -1,10 +1,12 @@
-"""The GitBugs loader: hand-made Jira and Bugzilla layouts, the download cache, and the
-real Hadoop data when it is there (QIS_GITBUGS_DIR).
+"""The GitBugs loader: hand-made Jira and Bugzilla layouts, the download cache, the
+Hadoop copy shipped in data/gitbugs/hadoop/ (checksums, missing files, the override).
 
 If a fixture test fails, compare tests/fixtures/gitbugs_mini/ with the mapping table
 in qis_lib/infra/datasets.py's docstring; if only the real-data tests fail, the data's
 layout may have changed (see its README)."""
+import gzip
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -20,11 +22,8 @@ JIRA, BUGZILLA = MINI / "jira", MINI / "bugzilla"
 
 
 def real_dir():
-    path = os.environ.get(datasets.ENV_DIR)
-    if not path or not Path(path).is_dir():
-        pytest.skip(f"real GitBugs data absent: set {datasets.ENV_DIR} to a GitBugs project folder "
-                    "(in this project: ../shared/data/gitbugs/hadoop)")
-    return path
+    """$QIS_GITBUGS_DIR if set, else the shipped copy (checked)."""
+    return os.environ.get(datasets.ENV_DIR) or datasets.shipped_dir()
 
 
 def test_jira_layout_loads_with_mapped_fields():
@@ -169,12 +168,18 @@ def test_download_goes_to_cache_once(tmp_path, monkeypatch):
         name = url.rsplit("/", 1)[1].replace("hadoop", "minijira")
         return (JIRA / name).read_bytes()
 
-    ds = load_gitbugs(fetch=fake_fetch)
-    assert calls == [f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs.csv",
-                     f"{datasets.DOWNLOAD_BASE}/hadoop/hadoop_bugs-combined.csv"]
-    assert ds.path == tmp_path / "cache" / "gitbugs" / "hadoop" and len(ds.reports) == 9
+    def fetch_spark(url):
+        calls.append(url)
+        name = url.rsplit("/", 1)[1].replace("spark", "minijira")
+        return (JIRA / name).read_bytes().replace(b"minijira", b"spark")
+
+    assert load_gitbugs(fetch=fake_fetch).project == "hadoop" and not calls  # the shipped copy: no network
+    ds = load_gitbugs(project="spark", fetch=fetch_spark)
+    assert calls == [f"{datasets.DOWNLOAD_BASE}/spark/spark_bugs.csv",
+                     f"{datasets.DOWNLOAD_BASE}/spark/spark_bugs-combined.csv"]
+    assert ds.path == tmp_path / "cache" / "gitbugs" / "spark" and len(ds.reports) == 9
     assert not list(ds.path.glob("*.part"))
-    load_gitbugs(fetch=fake_fetch)  # cached: no second download
+    load_gitbugs(project="spark", fetch=fetch_spark)  # cached: no second download
     assert len(calls) == 2
 
 
@@ -190,7 +195,7 @@ def test_no_data_and_no_download(tmp_path, monkeypatch):
     monkeypatch.delenv(datasets.ENV_DIR, raising=False)
     monkeypatch.setenv("QIS_CACHE_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="QIS_GITBUGS_DIR"):
-        load_gitbugs(download=False)
+        load_gitbugs(project="spark", download=False)
 
 
 def test_env_var_is_used(monkeypatch):
@@ -208,3 +213,65 @@ def test_real_hadoop_data():
     assert all(order[a] < order[b] for a, b in ds.duplicate_pairs)
     assert {p.outcome_type for p in ds.packets} == {"resolved", "partial", "contradicted", "open"}
     assert not ds.unknown_resolutions, f"resolutions missing from the mapping table: {ds.unknown_resolutions}"
+
+
+def no_network(url):
+    raise AssertionError(f"the shipped data must not touch the network ({url})")
+
+
+def test_shipped_hadoop_is_the_default_and_needs_no_network(monkeypatch):
+    monkeypatch.delenv(datasets.ENV_DIR, raising=False)
+    ds = load_gitbugs(fetch=no_network)
+    assert ds.project == "hadoop" and ds.path == datasets.SHIPPED_DIR
+    assert len(ds.reports) == 2503 and len(ds.duplicate_pairs) == 66
+
+
+def test_shipped_sums_file_agrees_with_the_code():
+    listed = dict(line.split()[::-1] for line in (datasets.SHIPPED_DIR / "SHA256SUMS").read_text().splitlines())
+    assert listed == datasets.SHIPPED
+    assert all(datasets.sha256(datasets.SHIPPED_DIR / name) == digest for name, digest in listed.items())
+
+
+def shipped_copy(tmp_path):
+    folder = tmp_path / "hadoop"
+    shutil.copytree(datasets.SHIPPED_DIR, folder)
+    return folder
+
+
+def test_corrupt_shipped_file_is_one_clear_error(tmp_path, monkeypatch):
+    folder = shipped_copy(tmp_path)
+    monkeypatch.delenv(datasets.ENV_DIR, raising=False)
+    monkeypatch.setattr(datasets, "SHIPPED_DIR", folder)
+    data = bytearray((folder / "hadoop_bugs.csv.gz").read_bytes())
+    data[1000] ^= 0xFF
+    (folder / "hadoop_bugs.csv.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"hadoop_bugs\.csv\.gz is corrupt or changed.*git checkout.*QIS_GITBUGS_DIR"):
+        load_gitbugs(fetch=no_network)
+
+
+def test_missing_shipped_file_is_one_clear_error(tmp_path, monkeypatch):
+    folder = shipped_copy(tmp_path)
+    monkeypatch.delenv(datasets.ENV_DIR, raising=False)
+    monkeypatch.setattr(datasets, "SHIPPED_DIR", folder)
+    (folder / "hadoop_bugs-combined.csv.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"hadoop_bugs-combined\.csv\.gz is missing"):
+        load_gitbugs(fetch=no_network)
+    monkeypatch.setattr(datasets, "SHIPPED_DIR", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="not in an installed copy.*QIS_GITBUGS_DIR"):
+        load_gitbugs(fetch=no_network)
+
+
+def test_override_wins_over_the_shipped_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "SHIPPED_DIR", tmp_path / "absent")  # never looked at
+    monkeypatch.setenv(datasets.ENV_DIR, str(JIRA))
+    assert load_gitbugs(fetch=no_network).project == "minijira"
+    monkeypatch.delenv(datasets.ENV_DIR)
+    assert load_gitbugs(BUGZILLA, fetch=no_network).project == "minizilla"
+
+
+def test_gzipped_and_plain_files_read_the_same(tmp_path):
+    for name in ("minijira_bugs.csv", "minijira_bugs-combined.csv"):
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress((JIRA / name).read_bytes()))
+    zipped, plain = load_gitbugs(tmp_path), load_gitbugs(JIRA)
+    assert zipped.project == "minijira" and zipped.packets == plain.packets
+    assert zipped.duplicate_pairs == plain.duplicate_pairs

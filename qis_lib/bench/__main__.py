@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the vectors, texts, payloads and filters (default 0)")
     p.add_argument("--cap", type=cap, action="append", default=[], metavar="TARGET=N",
                    help="largest N to run TARGET at (N or none); repeatable")
-    p.add_argument("--gitbugs", default=None, help="GitBugs project folder (default $QIS_GITBUGS_DIR, else the cache)")
+    p.add_argument("--gitbugs", default=None, help="GitBugs project folder (default $QIS_GITBUGS_DIR, else the Hadoop copy in data/gitbugs/)")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -32,6 +32,13 @@ class Synthesis:
     consensus: str | None = None  # the outcome type with the most weight, None with no matches
     support: float = 0.0  # its share of the total weight, 0..1
 
+    def __iter__(self):
+        """The matches as (packet, score) pairs, best first: `for packet, score in router.synthesize(...)`."""
+        return iter(self.matches)
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
     @classmethod
     def of(cls, matches: list[Hit]) -> "Synthesis":
         """Weigh each outcome type by the sum of similarity x confidence of its matches."""
@@ -89,14 +96,20 @@ class OutcomeRouter:
         return ids
 
     def query(self, problem: str, top_k: int = 10, domain: str | None = None, min_confidence: float = 0.0,
-              exclude_agent: str | None = None, now: float | None = None) -> list[Hit]:
+              exclude_agent: str | None = None, now: float | None = None, *,
+              domain_filter: str | None = None) -> list[Hit]:
         """The live packets whose problems are most similar to `problem`, best first.
 
         Every filter runs inside the store, so expired or filtered-out packets never take
-        a place in the top k.
+        a place in the top k. `domain_filter` is another name for `domain`.
         """
         if not isinstance(problem, str) or not problem.strip():
             raise ValueError(f"problem must be a non-empty string, got {problem!r}")
+        if domain_filter is not None:
+            if domain is not None and domain != domain_filter:
+                raise ValueError(f"domain={domain!r} and domain_filter={domain_filter!r} disagree: "
+                                 "they are two names for one filter, give one")
+            domain = domain_filter
         check_top_k(top_k)
         flt = QueryFilter(now=time.time() if now is None else now, domain=domain, min_confidence=min_confidence,
                           exclude_agent=exclude_agent)  # checks each value, naming the one that is wrong
@@ -140,6 +153,7 @@ class OutcomeRouter:
             "queries": counts.get("queries", 0),
             "skipped_payloads": counts.get("skipped_payloads", 0),
             **{k: v for k, v in vars(self.store.capabilities).items()},
+            "store_info": self.store.info(),
         }
 
     def close(self) -> None:

@@ -11,6 +11,9 @@ from urllib.parse import parse_qsl, urlparse
 from ..stores.registry import STORES
 
 
+BOOLS = {"true": True, "false": False}  # '?prefer_grpc=true'
+
+
 def url_forms() -> list[str]:
     """Every url form of every registered store."""
     return [form for spec in STORES.values() for form in spec.url_forms]
@@ -37,7 +40,7 @@ def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"bad store url {url!r}; use one of: {', '.join(url_forms())}")
     spec = STORES[scheme]
     location, _, query = rest.partition("?")
-    options: dict[str, Any] = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
+    options: dict[str, Any] = {k: int(v) if v.isdigit() else BOOLS.get(v.lower(), v) for k, v in parse_qsl(query)}
     if location.startswith("/"):  # scheme:///path
         if "path" not in spec.locations:
             raise ValueError(f"the {scheme} store takes no path: {url!r}; use one of {spec.url_forms}")

@@ -10,13 +10,13 @@ reports that the trackers marked as duplicates. Credit it wherever it is used:
 One project's directory holds `<project>_bugs.csv` (one row per report: Summary,
 Issue id, Status, Priority, Resolution, Created, Resolved, [Affects Version/s],
 Description) and `<project>_bugs-combined.csv` (Issue id, Duplicate id; the second
-column may hold several ids separated by commas). Files are found by those suffixes,
+column may hold several ids separated by commas), plain or gzipped (`.csv.gz`). Files are found by those suffixes,
 so any project works: Jira projects (hadoop, spark, ...) write dates as
 "30/Sep/21 17:20" and resolutions as "Won't Fix"; Bugzilla projects (seamonkey,
 firefox, ...) write "2020-01-02 17:14:21+00:00" and "WONTFIX", and have no
 "Affects Version/s".
 
-    ds = load_gitbugs()          # path, else $QIS_GITBUGS_DIR, else a download cache
+    ds = load_gitbugs()          # path, else $QIS_GITBUGS_DIR, else the Hadoop copy in data/gitbugs/
     ds.reports                   # DataFrame, one row per report, oldest first
     ds.packets                   # OutcomePacket per report, agent_id = the report's id
     ds.duplicate_pairs           # (earlier id, later id), both present in ds.reports
@@ -44,6 +44,12 @@ How a report becomes a packet:
   "project:<name>".
 - delta_summary: the resolution and status, "same problem as <ids>" for reports linked as duplicates,
   and the resolution date; cut to 200 characters.
+Where the data comes from, in order: `path=`; else $QIS_GITBUGS_DIR; else, for the
+Hadoop project (the default), the gzipped copy this repository ships in
+data/gitbugs/hadoop/, checked against the SHA-256 sums in `SHIPPED` (never the
+network); else, only for another project asked for by name (`project="spark"`), a
+download of the public files into the cache folder.
+
 - timestamp: Created (UTC); agent_id: the report's id; ttl: `ttl` seconds (default
   30 years, so that reports from 2020 are still live when queried today; replays pass
   `now=` the report's time instead).
@@ -63,12 +69,12 @@ import numpy as np
 import pandas as pd
 
 from ..paths import cache_dir
+from .shipped_data import ENV_DIR, GZ, SHIPPED, SHIPPED_DIR, SHIPPED_PROJECT, sha256, shipped_dir  # noqa: F401
 from ..core.packet import MAX_DELTA_CHARS, MAX_PACKET_BYTES, OutcomePacket
 
 CREDIT = ('Patil, A. "GitBugs: Bug Reports for Duplicate Detection, Retrieval Augmented Generation, '
           'Triage, and More." arXiv:2504.09651 (2025). Data: https://github.com/av9ash/gitbugs, CC BY 4.0.')
 DOWNLOAD_BASE = "https://raw.githubusercontent.com/av9ash/gitbugs/main"
-ENV_DIR = "QIS_GITBUGS_DIR"
 REPORTS_SUFFIX = "_bugs.csv"
 LINKS_SUFFIX = "_bugs-combined.csv"
 TEXT_CHOICES = ("summary", "summary+description")
@@ -144,6 +150,12 @@ def parse_dates(values: pd.Series, column: str = "Created") -> pd.Series:
                      f"(expected like '30/Sep/21 17:20' or '2020-01-02 17:14:21+00:00')")
 
 
+def csv_name(path: Path) -> str:
+    """The file's name in lower case without a trailing .gz: how the suffixes are matched."""
+    name = path.name.lower()
+    return name[: -len(GZ)] if name.endswith(GZ) else name
+
+
 def find_files(directory: str | os.PathLike, project: str | None = None) -> tuple[Path, Path]:
     """The reports and duplicate-link CSVs of one project, found by their suffixes.
 
@@ -155,11 +167,11 @@ def find_files(directory: str | os.PathLike, project: str | None = None) -> tupl
 
     def pick(folder: Path) -> tuple[Path, Path] | None:
         """The reports and links files in `folder` (for `project`, if given), or None."""
-        reports = sorted(p for p in folder.iterdir() if p.name.lower().endswith(REPORTS_SUFFIX))
-        links = sorted(p for p in folder.iterdir() if p.name.lower().endswith(LINKS_SUFFIX))
+        reports = sorted(p for p in folder.iterdir() if csv_name(p).endswith(REPORTS_SUFFIX))
+        links = sorted(p for p in folder.iterdir() if csv_name(p).endswith(LINKS_SUFFIX))
         if project is not None:
-            reports = [p for p in reports if p.name.lower() == f"{project.lower()}{REPORTS_SUFFIX}"]
-            links = [p for p in links if p.name.lower() == f"{project.lower()}{LINKS_SUFFIX}"]
+            reports = [p for p in reports if csv_name(p) == f"{project.lower()}{REPORTS_SUFFIX}"]
+            links = [p for p in links if csv_name(p) == f"{project.lower()}{LINKS_SUFFIX}"]
         if not reports and not links:
             return None
         if len(reports) != 1 or len(links) != 1:
@@ -331,11 +343,14 @@ def download_gitbugs(project: str = "hadoop", cache_dir: str | os.PathLike | Non
 
 def resolve_dir(path: str | os.PathLike | None = None, project: str = "hadoop", download: bool = True,
                 fetch: Callable[[str], bytes] = fetch_url) -> Path:
-    """`path`, else $QIS_GITBUGS_DIR, else the download cache (downloading if allowed)."""
+    """`path`, else $QIS_GITBUGS_DIR, else the shipped Hadoop copy (for project "hadoop"),
+    else the download cache (another project, downloading if allowed)."""
     if path is not None:
         return Path(path)
     if os.environ.get(ENV_DIR):
         return Path(os.environ[ENV_DIR])
+    if project.lower() == SHIPPED_PROJECT:
+        return shipped_dir(SHIPPED_DIR)
     cached = default_cache_dir() / project
     if (cached / f"{project}{REPORTS_SUFFIX}").exists() and (cached / f"{project}{LINKS_SUFFIX}").exists():
         return cached
@@ -350,7 +365,7 @@ def load_gitbugs(path: str | os.PathLike | None = None, *, project: str | None =
     """Load one GitBugs project (see the module docstring for the mapping to packets)."""
     directory = resolve_dir(path, project or "hadoop", download, fetch)
     reports_csv, links_csv = find_files(directory, project)
-    name = reports_csv.name[: -len(REPORTS_SUFFIX)].lower()
+    name = csv_name(reports_csv)[: -len(REPORTS_SUFFIX)]
     reports = read_reports(reports_csv)
     pairs, skipped = read_duplicate_pairs(links_csv, reports)
     unknown = Counter(reports.loc[~reports["resolution_known"], "resolution"])

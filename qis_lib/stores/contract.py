@@ -206,6 +206,11 @@ class Store(abc.ABC):
         Called by the benchmark after loading; a store that indexes on write does nothing.
         """
 
+    def info(self) -> dict[str, Any]:
+        """The store's own view of its data, where it has one (Qdrant: points, indexed
+        vectors, status, cluster settings); {} by default."""
+        return {}
+
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter],
                         k: int) -> Callable[[int], Any] | None:
         """fn(j): the engine's own query call for vectors[j] under filters[j], its request

@@ -201,9 +201,56 @@ def _is_unreachable(exc: Exception) -> bool:
     return no_answer(exc) is not None
 
 
+DEFAULT_GRPC_PORT = 6334
+DEFAULT_PORT = 6333
+
+
+def server_url(host: Any, port: Any) -> str:
+    """qdrant-client's `host=`/`port=` as a node url (port 6333 unless given)."""
+    if not isinstance(host, str) or not host or "/" in host:
+        raise ValueError(f"host must be a host name like 'localhost' (port= apart), got {host!r}")
+    port = DEFAULT_PORT if port is None else port
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError(f"port must be an int from 1 to 65535, got {port!r}")
+    return check_url(f"http://{host}:{port}")
+
+
+def check_grpc(grpc_port: Any, prefer_grpc: Any) -> None:
+    if not isinstance(grpc_port, int) or isinstance(grpc_port, bool) or not 0 < grpc_port < 65536:
+        raise ValueError(f"grpc_port must be an int from 1 to 65535, got {grpc_port!r}")
+    if not isinstance(prefer_grpc, bool):
+        raise ValueError(f"prefer_grpc must be True or False, got {prefer_grpc!r}")
+
+
+def warn_local_settings(**settings: Any) -> None:
+    """Local mode has one in-process copy and no network: say so for each server setting given."""
+    import warnings
+
+    for key, value in settings.items():
+        if value is not None:
+            warnings.warn(f"{key}={value!r} has no effect in qdrant-client local mode (one in-process copy, no "
+                          f"server): a Qdrant server or cluster honours it (make_router('qdrant', url=... or "
+                          f"urls=[...] or host=...))", UserWarning, stacklevel=4)
+
+
+def _did_not_answer(exc: Exception) -> bool:
+    """The node did not answer: a REST transport error, or a gRPC channel with no one behind it."""
+    if _is_unreachable(exc):
+        return True
+    code = getattr(exc, "code", None)
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - grpcio comes with qdrant-client
+        return False
+    return isinstance(exc, grpc.RpcError) and callable(code) and code() in (
+        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 class QdrantStore(Store):
     """Qdrant through qdrant-client: local mode (`location=":memory:"` or `path=`), one server
-    (`url=`) or a cluster (`urls=[...]`, moving to the next node when one does not answer)."""
+    (`url=`, or qdrant-client's `host=`/`port=`) or a cluster (`urls=[...]`, moving to the next
+    node when one does not answer). `grpc_port`/`prefer_grpc` are passed to qdrant-client. Server
+    settings local mode cannot honour (cluster settings, gRPC) are a UserWarning naming them."""
 
     name = "qdrant"
 
@@ -211,12 +258,17 @@ class QdrantStore(Store):
                  urls: Sequence[str] | None = None, collection: str = "outcomes", dim: int = 384,
                  shard_number: int | None = None, replication_factor: int | None = None,
                  write_consistency_factor: int | None = None, timeout: int = 5, api_key: str | None = None,
-                 payload_index: bool = True):
+                 payload_index: bool = True, host: str | None = None, port: int | None = None,
+                 grpc_port: int = 6334, prefer_grpc: bool = False):
         from qdrant_client import QdrantClient
 
-        given = [k for k, v in (("location", location), ("path", path), ("url", url), ("urls", urls)) if v is not None]
+        given = [k for k, v in (("location", location), ("path", path), ("url", url), ("urls", urls), ("host", host))
+                 if v is not None]
         if len(given) > 1:
-            raise ValueError(f"give qdrant one of location, path, url, urls; got {given}")
+            raise ValueError(f"give qdrant one of location, path, url, urls, host; got {given}")
+        url = server_url(host, port) if host is not None or port is not None else url
+        check_grpc(grpc_port, prefer_grpc)
+        self.grpc_port, self.prefer_grpc = grpc_port, prefer_grpc
         self.dim = check_dim(dim)
         self.collection_name = collection
         if url is not None:
@@ -225,7 +277,8 @@ class QdrantStore(Store):
             if isinstance(urls, str) or not urls:
                 raise ValueError(f"urls must be a non-empty list of node urls, got {urls!r}")
             self.urls = [check_url(u) for u in urls]
-            self._clients = [QdrantClient(url=u, timeout=timeout, api_key=api_key, check_compatibility=False) for u in self.urls]
+            self._clients = [QdrantClient(url=u, timeout=timeout, api_key=api_key, check_compatibility=False,
+                                          grpc_port=grpc_port, prefer_grpc=prefer_grpc) for u in self.urls]
             self.capabilities = Capabilities(persistent=True, shared=True, server=True)
             self._lock = None  # a server handles concurrent requests itself
         else:
@@ -240,11 +293,44 @@ class QdrantStore(Store):
                 raise
             self._clients = [client]
             self.capabilities = Capabilities(persistent=path is not None)
+            warn_local_settings(shard_number=shard_number, replication_factor=replication_factor,
+                                write_consistency_factor=write_consistency_factor, prefer_grpc=prefer_grpc or None,
+                                grpc_port=grpc_port if grpc_port != DEFAULT_GRPC_PORT else None)
             # Local mode has no locking between threads (qdrant-client#1193).
             self._lock = threading.RLock()
         self._active = 0
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
-        self._call(self._ensure_collection, payload_index)
+        try:
+            self._call(self._ensure_collection, payload_index)
+        except Exception as exc:
+            if not self.urls or not (isinstance(exc, ConnectionError) or _did_not_answer(exc)):
+                raise
+            self.close()
+            detail = exc.details() if callable(getattr(exc, "details", None)) else str(exc).splitlines()[0]
+            raise ConnectionError(f"no Qdrant server answered at {self.addresses()}: {type(exc).__name__}: "
+                                  f"{str(detail)[:300]}. Start one (see README: A Qdrant cluster), "
+                                  "or use local mode: make_router('qdrant') or path=") from exc
+
+    def addresses(self) -> str:
+        """The node addresses this store talks to, with the gRPC port when gRPC is preferred."""
+        if not self.urls:
+            return "local mode"
+        if self.prefer_grpc:
+            return ", ".join(f"{urlparse(u).hostname}:{self.grpc_port} (gRPC; REST {u})" for u in self.urls)
+        return ", ".join(self.urls)
+
+    def info(self) -> dict[str, Any]:
+        """Qdrant's own view of the collection (`get_collection`): points, indexed vectors,
+        status and the settings it was created with."""
+        info = self._call(lambda c: c.get_collection(self.collection_name))
+        params = info.config.params
+        return {"points": info.points_count, "indexed_vectors": info.indexed_vectors_count,
+                "status": getattr(info.status, "value", info.status), "segments": info.segments_count,
+                "shard_number": params.shard_number, "replication_factor": params.replication_factor,
+                "write_consistency_factor": params.write_consistency_factor,
+                "payload_indexes": sorted(info.payload_schema or {}),
+                "mode": "server" if self.urls else "local", "transport": "gRPC" if self.prefer_grpc and self.urls
+                else ("HTTP" if self.urls else "in-process")}
 
     @property
     def client(self):

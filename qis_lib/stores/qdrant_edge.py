@@ -123,6 +123,15 @@ class QdrantEdgeStore(Store):
         with self._lock:
             return self.shard.count(qe.CountRequest(exact=True))
 
+    def info(self) -> dict:
+        """The engine's own view of the shard: points, HNSW-indexed vectors, segments, payload
+        indexes. It has no status: no background optimizer (see `optimize()`)."""
+        with self._lock:
+            info = self.shard.info()
+        return {"points": info.points_count, "indexed_vectors": info.indexed_vectors_count,
+                "segments": info.segments_count, "payload_indexes": sorted(info.payload_schema or {}),
+                "mode": "in-process engine"}
+
     def optimize(self) -> bool:
         """Build HNSW and payload indexes over everything written so far (synchronous)."""
         with self._lock:

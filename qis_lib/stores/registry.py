@@ -209,9 +209,32 @@ def store_spec(name: str) -> StoreSpec:
     return STORES[name]
 
 
+# Settings only a Qdrant server or cluster can honour: a store whose class does not take one
+# gets a warning naming it and it is left out, never a bare TypeError and never silently dropped.
+CLUSTER_SETTINGS = ("shard_number", "replication_factor", "write_consistency_factor")
+
+
+def drop_cluster_settings(name: str, cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` without the cluster settings `cls` does not take, each one warned about."""
+    import inspect
+    import warnings
+
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    kept = dict(options)
+    for key in CLUSTER_SETTINGS:
+        if key in kept and key not in params:
+            warnings.warn(f"{key}={kept.pop(key)!r} has no effect on the {name} store (one copy, no cluster): a "
+                          f"Qdrant server or cluster honours it (make_router('qdrant', urls=[...], {key}=...))",
+                          UserWarning, stacklevel=3)
+    return kept
+
+
 def open_store(name: str, **options) -> Store:
     """A store of the named kind, opened with `options` (its class's keyword arguments)."""
-    return store_spec(name).load()(**options)
+    cls = store_spec(name).load()
+    return cls(**drop_cluster_settings(name, cls, options))
 
 
 def all_modes() -> dict[str, tuple[StoreSpec, Mode]]:
