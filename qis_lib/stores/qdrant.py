@@ -233,19 +233,6 @@ def warn_local_settings(**settings: Any) -> None:
                           f"urls=[...] or host=...))", UserWarning, stacklevel=4)
 
 
-def _did_not_answer(exc: Exception) -> bool:
-    """The node did not answer: a REST transport error, or a gRPC channel with no one behind it."""
-    if _is_unreachable(exc):
-        return True
-    code = getattr(exc, "code", None)
-    try:
-        import grpc
-    except ImportError:  # pragma: no cover - grpcio comes with qdrant-client
-        return False
-    return isinstance(exc, grpc.RpcError) and callable(code) and code() in (
-        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
 class QdrantStore(Store):
     """Qdrant through qdrant-client: local mode (`location=":memory:"` or `path=`), one server
     (`url=`, or qdrant-client's `host=`/`port=`) or a cluster (`urls=[...]`, moving to the next
@@ -303,7 +290,7 @@ class QdrantStore(Store):
         try:
             self._call(self._ensure_collection, payload_index)
         except Exception as exc:
-            if not self.urls or not (isinstance(exc, ConnectionError) or _did_not_answer(exc)):
+            if not self.urls or not (isinstance(exc, ConnectionError) or no_answer(exc) is not None):
                 raise
             self.close()
             detail = exc.details() if callable(getattr(exc, "details", None)) else str(exc).splitlines()[0]
