@@ -289,14 +289,11 @@ class QdrantStore(Store):
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
         try:
             self._call(self._ensure_collection, payload_index)
-        except Exception as exc:
-            if not self.urls or not (isinstance(exc, ConnectionError) or no_answer(exc) is not None):
-                raise
+        except NoNodeAnswered as exc:  # say where we looked and what to do; keep its failures
             self.close()
-            detail = exc.details() if callable(getattr(exc, "details", None)) else str(exc).splitlines()[0]
-            raise ConnectionError(f"no Qdrant server answered at {self.addresses()}: {type(exc).__name__}: "
-                                  f"{str(detail)[:300]}. Start one (see README: A Qdrant cluster), "
-                                  "or use local mode: make_router('qdrant') or path=") from exc
+            exc.args = (f"no Qdrant server answered at {self.addresses()}: {exc}. Start one (see README: "
+                        "A Qdrant cluster), or use local mode: make_router('qdrant') or path=",)
+            raise
 
     def addresses(self) -> str:
         """The node addresses this store talks to, with the gRPC port when gRPC is preferred."""
