@@ -167,6 +167,10 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
         if name not in STORES:
             raise ValueError(f"unknown store {name!r}; choose one of {sorted(STORES)} "
                              f"or a url: {', '.join(url_forms())}")
+    if STORES[name].router is not None:  # a routing service: it embeds for its agents
+        if embedder is not None:
+            raise ValueError(f"a {name!r} router embeds on the service; embedder= cannot be chosen by the client")
+        return STORES[name].load_router()(**options)
     if embedder is None or isinstance(embedder, str):
         embedder = get_embedder(embedder)
     options.setdefault("dim", embedder.dim)
