@@ -167,7 +167,7 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, max_body_byte
             raise HTTPException(404, f"no packet {packet_id!r} in the store")
         return m.PacketOut.of(found[packet_id])
 
-    @api.post("/packets/get", response_model=m.PacketsOut, tags=["agents"])
+    @api.post("/get", response_model=m.PacketsOut, tags=["agents"])
     def get_many(body: m.IdsIn) -> dict:
         """The stored packets among `ids` (ids not stored are left out)."""
         try:

@@ -118,7 +118,7 @@ class RemoteRouter:
         ids = list(packet_ids)
         found: dict[str, OutcomePacket] = {}
         for start in range(0, len(ids), 10 * MAX_BATCH):
-            out = self.client.call("POST", "/v1/packets/get", {"ids": ids[start:start + 10 * MAX_BATCH]})
+            out = self.client.call("POST", "/v1/get", {"ids": ids[start:start + 10 * MAX_BATCH]})
             found.update({pid: _packet(p) for pid, p in out["packets"].items()})
         return found
 
