@@ -13,6 +13,7 @@ service's address, and a dead or hung service fails within `timeout` seconds.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,12 @@ class ServiceClient:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                   limits=limits)
         self._httpx = httpx
+        self._local = threading.local()
+
+    @property
+    def last_server_ms(self) -> float | None:
+        """Time the service spent on this thread's last request (its Server-Timing header), in ms."""
+        return getattr(self._local, "server_ms", None)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         httpx = self._httpx
@@ -76,6 +83,8 @@ class ServiceClient:
             raise ConnectionError(f"cannot reach the routing service at {self.url} ({method} {path}): "
                                   f"{type(exc).__name__}: {exc}") from None
         code = response.status_code
+        timing = response.headers.get("server-timing", "")
+        self._local.server_ms = float(timing.partition("dur=")[2]) if "dur=" in timing else None
         if code < 400:
             return response.json()
         where = f"the routing service at {self.url} answered {method} {path} with HTTP {code}"
