@@ -277,3 +277,28 @@ def test_packet_body_is_what_the_service_takes():
     with client:
         assert client.post("/v1/packets", json=packet_body(packet)).json()["id"] == packet.packet_id
         assert router.get([packet.packet_id]) == {packet.packet_id: packet}
+
+
+def test_compose_runs_the_service_in_front_of_the_cluster():
+    """docker-compose.yml's `router` (no Docker here: checked by reading it)."""
+    from pathlib import Path
+
+    import yaml
+
+    from qis_lib.core.urls import parse_store_url
+    from qis_lib.serve.__main__ import parse_args
+
+    root = Path(__file__).resolve().parents[1]
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    router = services["router"]
+    command = router["command"]
+    assert command[:3] == ["python", "-m", "qis_lib.serve"]
+    args = parse_args(command[3:])
+    name, options = parse_store_url(args.store)
+    hosts = {u.split("//")[1].split(":")[0] for u in options["urls"]}
+    assert name == "qdrant" and hosts == {"qdrant_node1", "qdrant_node2", "qdrant_node3"}
+    assert options["replication_factor"] == 2
+    assert set(router["depends_on"]) == hosts
+    assert all(p.startswith("127.0.0.1:") for p in router["ports"])  # the host's loopback unless changed
+    assert "QIS_API_KEY" in router["environment"]
+    assert (root / "Dockerfile").read_text().count("qis_lib.serve") >= 1
