@@ -3,21 +3,21 @@
     with RoutingService("memory://") as service:
         router = make_router(service.url)
 
-`kill()` sends SIGKILL (a crash); `restart()` starts it again on the same port and store.
+`kill()` sends SIGKILL (a crash), `stop()` SIGTERM (uvicorn finishes the requests in flight
+and the store is closed, so flushed); `restart()` starts it again on the same port and store.
 """
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from ..infra.servers import free_port, wait_until
+from ..infra.servers import ServerProcess, free_port, wait_until
 
 
-class RoutingService:
+class RoutingService(ServerProcess):
     """`python -m qis_lib.serve` as a child process (its output in `log_path`)."""
 
     def __init__(self, store: str = "memory://", host: str = "127.0.0.1", port: int | None = None,
@@ -74,29 +74,6 @@ class RoutingService:
             self.stop()
             raise TimeoutError(f"{exc}; see {self.log_path}") from None
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the service gets no chance to flush or close its store."""
-        if self.running:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM: uvicorn finishes the requests in flight and the store is closed (flushed)."""
-        if self.running:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> "RoutingService":
-        self.stop()
-        return self.start()
 
     def __enter__(self) -> "RoutingService":
         return self.start()

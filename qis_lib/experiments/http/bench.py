@@ -56,9 +56,9 @@ def rows_of(results: AgentResults, mode: str, agents: int, processes: int) -> li
     return rows
 
 
-def checks_of(results: AgentResults, loss, mode: str, agents: int) -> dict:
-    """The exact counts of one run (each must be 0 or equal, see `ok`)."""
-    queries = agents * work_for(agents)[1]
+def checks_of(results: AgentResults, loss, mode: str, agents: int, queries_per_agent: int | None = None) -> dict:
+    """The exact counts of one run on a fresh store (each must be 0 or equal, see `ok`)."""
+    queries = agents * (work_for(agents)[1] if queries_per_agent is None else queries_per_agent)
     row = {"mode": mode, "agents": agents, "sent": len(results.sent), "acknowledged": loss.acknowledged,
            "found": loss.found, "lost": loss.lost, "changed": loss.corrupted, "stored_twice_or_unsent": loss.duplicated,
            "store_count": loss.store_count, "errors": len(results.errors), "queries": queries,
@@ -131,3 +131,33 @@ def load_results(folder: str | os.PathLike) -> dict:
     meta = json.loads((folder / "load.json").read_text())
     return {**meta, "rows": pd.read_csv(folder / "load.csv").to_dict("records"),
             "checks": pd.read_csv(folder / "load_checks.csv").to_dict("records")}
+
+
+def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, api_key: str | None = None) -> pd.DataFrame:
+    """The same queries in-process and over HTTP, alternating, on the same packets and the same
+    kind of store and embedder: one row per query with both latencies and the service's own
+    time (Server-Timing), in ms. Every text is new to both embedders' caches."""
+    from ...serve.client import RemoteRouter
+    from .load import packet, question
+
+    emb = get_embedder(embedder) if embedder is None or isinstance(embedder, str) else embedder
+    run = f"ov{time.time_ns()}"
+    batch = [packet(run, a, i) for a in range(8) for i in range(packets // 8)]
+    rows = []
+    with make_router("memory", embedder=emb) as local, RemoteRouter(url, api_key=api_key, max_connections=1) as remote:
+        local.deposit_many(batch)
+        remote.deposit_many(batch)
+        for j in range(n + 3):
+            text = question(run, j % 8, j, 8, packets // 8)[0]
+            order = (local, remote) if j % 2 else (remote, local)
+            times = {}
+            for router in order:
+                start = time.perf_counter()
+                router.query(text, top_k=5)
+                times[router] = (time.perf_counter() - start) * 1e3
+            if j >= 3:  # warm-up
+                rows.append({"in_process_ms": times[local], "http_ms": times[remote],
+                             "server_ms": remote.client.last_server_ms})
+    table = pd.DataFrame(rows)
+    table["http_minus_server_ms"] = table["http_ms"] - table["server_ms"]
+    return table

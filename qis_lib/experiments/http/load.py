@@ -17,13 +17,11 @@ minus embedding).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from ...core.packet import OutcomePacket
 from ..ledger import check_loss
