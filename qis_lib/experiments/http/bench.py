@@ -141,14 +141,14 @@ def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, ap
     from .load import packet, question
 
     emb = get_embedder(embedder) if embedder is None or isinstance(embedder, str) else embedder
-    run = f"ov{time.time_ns()}"
-    batch = [packet(run, a, i) for a in range(8) for i in range(packets // 8)]
+    run, now = f"ov{time.time_ns()}", round(time.time(), 3)
+    batch = [packet(run, a, i, now) for a in range(8) for i in range(packets // 8)]
     rows = []
     with make_router("memory", embedder=emb) as local, RemoteRouter(url, api_key=api_key, max_connections=1) as remote:
         local.deposit_many(batch)
         remote.deposit_many(batch)
         for j in range(n + 3):
-            text = question(run, j % 8, j, 8, packets // 8)[0]
+            text = question(run, j % 8, j, 8, packets // 8, now)[0]
             order = (local, remote) if j % 2 else (remote, local)
             times = {}
             for router in order:

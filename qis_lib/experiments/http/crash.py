@@ -43,9 +43,9 @@ def _writer(url: str, wid: int, folder: str, stop, query_every: int = 5) -> None
                                      "error": f"{type(exc).__name__}: {exc}"[:300]}) + "\n")
             errors.flush()
 
-        i = 0
+        i, now = 0, round(time.time(), 3)
         while not stop.is_set():
-            p = packet("crash", wid, i)
+            p = packet("crash", wid, i, now)
             sent.write(json.dumps(p.to_payload()) + "\n")
             sent.flush()
             while not stop.is_set():
@@ -61,7 +61,7 @@ def _writer(url: str, wid: int, folder: str, stop, query_every: int = 5) -> None
             if i % query_every == 0 and not stop.is_set():
                 start = time.time()
                 try:
-                    router.query(question("crash", wid, i, 1, i + 1)[0], top_k=3)
+                    router.query(question("crash", wid, i, 1, i + 1, now)[0], top_k=3)
                 except Exception as exc:
                     error("query", start, exc)
             i += 1

@@ -33,7 +33,6 @@ SYMPTOMS = ("runs out of heap", "hangs on startup", "drops client connections", 
             "fails over slowly", "rejects valid tokens", "fills the disk with logs")
 TRIGGERS = ("after an upgrade", "during a rolling restart", "when the disk fills up", "under a burst of small writes",
             "with TLS enabled", "after a network partition", "on the first run of the day", "with 500 clients")
-NOW = time.time()
 
 
 def problem(run: str, agent: int, i: int) -> str:
@@ -43,17 +42,19 @@ def problem(run: str, agent: int, i: int) -> str:
             f"{TRIGGERS[(k // 132) % len(TRIGGERS)]} (run {run}, agent {agent}, case {i})")
 
 
-def packet(run: str, agent: int, i: int) -> OutcomePacket:
+def packet(run: str, agent: int, i: int, now: float) -> OutcomePacket:
+    """Agent `agent`'s i-th packet of a run that started at `now` (the same in every process,
+    so any process can compute any packet's id)."""
     return OutcomePacket(problem(run, agent, i), ("resolved", "partial", "open")[i % 3], 0.5 + (i % 5) / 10,
                          f"what agent {agent} did about case {i}", [COMPONENTS[(agent + i) % 4].split()[0]],
-                         timestamp=round(NOW, 3), agent_id=f"agent-{agent}")
+                         timestamp=now, agent_id=f"agent-{agent}")
 
 
-def question(run: str, agent: int, j: int, agents: int, deposits: int) -> tuple[str, str]:
+def question(run: str, agent: int, j: int, agents: int, deposits: int, now: float) -> tuple[str, str]:
     """Agent `agent`'s j-th question: another agent's problem, asked in other words (so it is not
     an embedding cache hit). Returns (text, id of the packet it should find)."""
     other = (agent + 1 + j) % agents if agents > 1 else agent
-    target = packet(run, other, j % deposits)
+    target = packet(run, other, j % deposits, now)
     return f"has anyone seen this: {target.problem_description}?", target.packet_id
 
 
@@ -87,9 +88,10 @@ class AgentResults:
 
 
 def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int, queries: int,
-               barrier=None, top_k: int = 5, threads: int | None = None) -> AgentResults:
+               barrier=None, top_k: int = 5, threads: int | None = None, now: float | None = None) -> AgentResults:
     """The agents `agents` on `router` (one thread each, or `threads` shared): deposit, wait at
-    `barrier`, query."""
+    `barrier`, query. `now`: the packets' timestamp (default: now)."""
+    now = round(time.time(), 3) if now is None else now
     out = AgentResults()
     lock = threading.Lock()
     client = getattr(router, "client", None)  # a RemoteRouter's: it reads each answer's Server-Timing
@@ -106,7 +108,7 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
 
     def deposit(agent: int) -> None:
         for i in range(deposits):
-            p = packet(run, agent, i)
+            p = packet(run, agent, i, now)
             with lock:
                 out.sent[p.packet_id] = p
             try:
@@ -121,7 +123,7 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
 
     def ask(agent: int) -> None:
         for j in range(queries):
-            text, target = question(run, agent, j, n_agents, deposits)
+            text, target = question(run, agent, j, n_agents, deposits, now)
             exclude = f"agent-{agent}" if n_agents > 1 else None
             try:
                 hits = timed("query", lambda: router.query(text, top_k=top_k, exclude_agent=exclude))
@@ -145,12 +147,12 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
 
 
 def _agent_process(url: str, run: str, agents: list[int], n_agents: int, deposits: int, queries: int, barrier,
-                   results, timeout: float) -> None:
+                   results, timeout: float, now: float) -> None:
     from ...serve.client import RemoteRouter
 
     router = RemoteRouter(url, timeout=timeout, max_connections=max(1, len(agents)))
     try:
-        results.put(run_agents(router, run, agents, n_agents, deposits, queries, barrier))
+        results.put(run_agents(router, run, agents, n_agents, deposits, queries, barrier, now=now))
     except BaseException as exc:
         failed = AgentResults(errors=[f"process: {type(exc).__name__}: {exc}"])
         results.put(failed)
@@ -170,8 +172,9 @@ def run_over_http(url: str, run: str, n_agents: int, processes: int, deposits: i
     ctx = mp.get_context("spawn")
     groups = split(n_agents, processes)
     barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
+    now = round(time.time(), 3)  # one timestamp for the run: every process computes the same packet ids
     procs = [ctx.Process(target=_agent_process, args=(url, run, g, n_agents, deposits, queries, barrier, results,
-                                                      timeout), daemon=True) for g in groups]
+                                                      timeout, now), daemon=True) for g in groups]
     for p in procs:
         p.start()
     merged = AgentResults()
