@@ -133,7 +133,8 @@ def load_results(folder: str | os.PathLike) -> dict:
             "checks": pd.read_csv(folder / "load_checks.csv").to_dict("records")}
 
 
-def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, api_key: str | None = None) -> pd.DataFrame:
+def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, api_key: str | None = None,
+                   timeout: float = 300.0) -> pd.DataFrame:
     """The same queries in-process and over HTTP, alternating, on the same packets and the same
     kind of store and embedder: one row per query with both latencies and the service's own
     time (Server-Timing), in ms. Every text is new to both embedders' caches."""
@@ -144,7 +145,8 @@ def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, ap
     run, now = f"ov{time.time_ns()}", round(time.time(), 3)
     batch = [packet(run, a, i, now) for a in range(8) for i in range(packets // 8)]
     rows = []
-    with make_router("memory", embedder=emb) as local, RemoteRouter(url, api_key=api_key, max_connections=1) as remote:
+    with make_router("memory", embedder=emb) as local, RemoteRouter(url, api_key=api_key, timeout=timeout,
+                                                                         max_connections=1) as remote:
         local.deposit_many(batch)
         remote.deposit_many(batch)
         for j in range(n + 3):
