@@ -128,6 +128,14 @@ def test_api_key_required_and_a_refused_request_changes_nothing():
         assert "APIKeyHeader" in json.dumps(client.get("/openapi.json").json()["components"]["securitySchemes"])
 
 
+def test_openapi_document_and_docs_page(app):
+    client, _ = app
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/packets", "/v1/packets/batch", "/v1/query", "/v1/synthesize", "/v1/packets/{packet_id}", "/v1/get",
+            "/v1/stats", "/v1/purge", "/health", "/v1/vectors/{namespace}/query"} <= set(paths)
+    assert "swagger" in client.get("/docs").text.lower()
+
+
 def test_get_by_id_and_404(app):
     client, _ = app
     pid = client.post("/v1/packets", json=GOOD).json()["id"]

@@ -150,7 +150,7 @@ def query_overhead(url: str, embedder=None, n: int = 100, packets: int = 200, ap
         local.deposit_many(batch)
         remote.deposit_many(batch)
         for j in range(n + 3):
-            text = question(run, j % 8, j, 8, packets // 8, now)[0]
+            text = f"{question(run, j % 8, j, 8, packets // 8, now)[0]} (asked {j})"  # never asked before
             order = (local, remote) if j % 2 else (remote, local)
             times = {}
             for router in order:
