@@ -194,9 +194,9 @@ def test_remote_router_has_the_routers_methods(service):
             params = inspect.signature(getattr(RemoteRouter, name, None) or (lambda: None)).parameters
             assert list(params.items()) == list(inspect.signature(method).parameters.items()), name
     assert (router.embedder.name, router.embedder.dim, router.store.name) == ("hash:384", 384, "http")
-    with pytest.raises(ValueError, match="embeds on the service"):
-        make_router(service.url, embedder="hash", api_key=KEY)
     router.close()
+    with make_router(service.url, embedder="hash", api_key=KEY) as local:  # this process embeds, the service stores
+        assert isinstance(local, OutcomeRouter) and local.store.name == "http"
 
 
 QUERIES = st.fixed_dictionaries({
