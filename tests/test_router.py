@@ -18,6 +18,7 @@ from qis_lib.core.urls import parse_store_url
      "qdrant", {"urls": ["http://h1:6333", "http://h2:6343", "http://h3:6353"], "replication_factor": 2,
                 "collection": "c"}),
     ("qdrant-edge:///tmp/e", "qdrant-edge", {"path": "/tmp/e"}),
+    ("http://localhost:8080", "http", {"url": "http://localhost:8080"}),  # a routing service
 ])
 def test_parse_store_url(url, name, options):
     assert parse_store_url(url) == (name, options)
@@ -25,7 +26,7 @@ def test_parse_store_url(url, name, options):
 
 @pytest.mark.parametrize("url, message", [
     ("postgres://localhost", "bad store url"),
-    ("http://localhost:6333", "bad store url"),
+    ("https://localhost:6333", "bad store url"),
     ("qdrant://localhost", "HOST:PORT"),
     ("qdrant://localhost:notaport", "HOST:PORT"),
     ("qdrant-edge://somehost:1", "takes no host"),

@@ -170,7 +170,9 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
     """A router over the named store: make_router("qdrant-edge", path="data/store") or
     make_router("qdrant://localhost:6333"). `embedder` is an Embedder, a backend name
     for `get_embedder`, or None for the fastest installed backend (onnx, else
-    sentence-transformers; the choice is logged once)."""
+    sentence-transformers; the choice is logged once). A routing service url
+    ("http://host:port") with no embedder gives a router whose work, embedding included,
+    happens on the service; with one, this process embeds and uses the service's store."""
     if not isinstance(name_or_url, str):
         raise TypeError(f"make_router takes a store name or url, got {type(name_or_url).__name__}")
     if "://" in name_or_url:
@@ -181,6 +183,8 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
         if name not in STORES:
             raise ValueError(f"unknown store {name!r}; choose one of {sorted(STORES)} "
                              f"or a url: {', '.join(url_forms())}")
+    if STORES[name].router is not None and embedder is None:  # a routing service: it embeds for its agents
+        return STORES[name].load_router()(**options)
     if embedder is None or isinstance(embedder, str):
         embedder = get_embedder(embedder)
     options.setdefault("dim", embedder.dim)

@@ -51,7 +51,39 @@ def chroma_executable() -> str:
     return found
 
 
-class ChromaServer:
+class ServerProcess:
+    """A server in a child process (`self.process`): the subclass writes `start()`; `kill()` is a
+    crash (SIGKILL), `stop()` a clean stop (SIGTERM, then SIGKILL after `timeout`)."""
+
+    process: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to flush or clean up."""
+        if self.running:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.running:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> "ServerProcess":
+        self.stop()
+        return self.start()
+
+    def start(self) -> "ServerProcess":
+        raise NotImplementedError
+
+
+class ChromaServer(ServerProcess):
     """A `chroma run` process on a free loopback port, with its data in `path`.
 
     with ChromaServer() as server:
@@ -97,28 +129,6 @@ class ChromaServer:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"chroma run did not answer on {self.url} within {self.start_timeout}s; see {self.log_path}")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the server gets no chance to flush or clean up."""
-        if self.running:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.running:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> "ChromaServer":
-        self.stop()
-        return self.start()
 
     def close(self) -> None:
         self.stop()

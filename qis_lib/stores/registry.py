@@ -84,6 +84,9 @@ class StoreSpec:
     modes: tuple[Mode, ...]
     description: str = ""
     requires: tuple[str, ...] = ()  # modules its client provides (imported by the store when opened)
+    # "module:Class" of the router make_router returns for this store instead of an OutcomeRouter
+    # over it (a routing service embeds for its agents), called with the store's options.
+    router: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [loc for loc in self.locations if loc not in LOCATIONS]
@@ -109,6 +112,18 @@ class StoreSpec:
             raise ImportError(f"the {self.name!r} store needs a package that is not installed "
                               f"({exc.name or exc}): {install}") from exc
         return getattr(module, self.cls)
+
+    def load_router(self) -> Callable[..., Any]:
+        """The class named by `router` (imported now)."""
+        module, _, name = self.router.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def start_http_service(stack: contextlib.ExitStack, folder: Path):
+    """A routing service over a memory store with the hash embedder: the vector API needs no model."""
+    from ..serve.process import RoutingService
+
+    return stack.enter_context(RoutingService("memory://", embedder="hash", folder=folder))
 
 
 def _qdrant_url() -> str | None:
@@ -177,6 +192,13 @@ BUILTIN = (
               description="the Qdrant engine in-process (qdrant-edge-py): HNSW and payload indexes, one opener",
               modes=(Mode("qdrant-edge", lambda ctx: {"path": str(ctx.folder / "edge")}, bench="qdrant-edge",
                           description="Qdrant engine in-process, payload indexes, temp folder"),)),
+    StoreSpec("http", "qis_lib.stores.http", "HttpStore", extra="serve", locations=("host",), requires=("httpx",),
+              router="qis_lib.serve.client:RemoteRouter",
+              description="a routing service (python -m qis_lib.serve): agents send text, the service embeds",
+              modes=(Mode("http", lambda ctx: {"url": ctx.server("http-service", start_http_service).url,
+                                               "namespace": ctx.collection},
+                          cleanup=lambda store: store.drop(),
+                          description="routing service on loopback over a memory store, a namespace per test"),)),
 )
 
 STORES: dict[str, StoreSpec] = {spec.name: spec for spec in BUILTIN}

@@ -1,0 +1,48 @@
+"""python -m qis_lib.experiments.http {load,crash} --help"""
+import argparse
+import shlex
+import sys
+import tempfile
+
+from . import bench
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qis_lib.experiments.http")
+    sub = parser.add_subparsers(dest="what", required=True)
+    load = sub.add_parser("load", help="throughput and latency against the number of agents, exact counts")
+    load.add_argument("--agents", default="1,4,16,64,1000", help="comma-separated numbers of agents")
+    load.add_argument("--store", default="memory://")
+    load.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
+    load.add_argument("--max-processes", type=int, default=16)
+    load.add_argument("--out", default="results/http")
+    crash = sub.add_parser("crash", help="SIGKILL the service under load, restart it, check nothing acknowledged is lost")
+    crash.add_argument("--kills", type=int, default=20)
+    crash.add_argument("--writers", type=int, default=4, help="agent processes depositing and querying")
+    crash.add_argument("--embedder", default="hash", help="the service's embedder (default hash: this is about the store)")
+    crash.add_argument("--seed", type=int, default=0)
+    crash.add_argument("--out", default="results/http")
+    args = parser.parse_args(argv)
+    command = "python -m qis_lib.experiments.http " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    folder = tempfile.mkdtemp(prefix="qis-http-")
+    if args.what == "load":
+        levels = [int(x) for x in args.agents.split(",")]
+        result = bench.measure(levels, store=args.store, embedder=args.embedder, max_processes=args.max_processes,
+                               folder=folder)
+        bench.save(result, args.out, command)
+        print(bench.summary(result).to_string(index=False))
+        ok = all(c["ok"] for c in result["checks"])
+    else:
+        from . import crash as crash_run
+
+        result = crash_run.run(kills=args.kills, writers=args.writers, embedder=args.embedder, seed=args.seed,
+                               folder=folder)
+        crash_run.save(result, args.out, command)
+        print(crash_run.describe(result))
+        ok = result["ok"]
+    print(f"every check passed: {ok}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The agents' side of the routing service: a router whose work happens on the service.
+
+    router = make_router("http://127.0.0.1:8080", api_key="...")   # a RemoteRouter
+    router.deposit(OutcomePacket(...)); router.query("...", domain="hdfs")
+
+It has the methods and return types of `OutcomeRouter` (packets come back as
+`OutcomePacket`, queries as (packet, score) pairs, `synthesize` as a `Synthesis`); one
+HTTP request per call, the text embedded on the service. It needs httpx only: no model,
+no store client. Errors name the service's address: a dead or silent service is a
+ConnectionError within `timeout` seconds, a broken rule a ValueError naming the field.
+The client holds no state beyond its connection pool, so after an outage the next call
+simply works again; a deposit is safe to retry (same packet, same id).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..core.packet import OutcomePacket
+from ..core.router import Hit, Synthesis
+from ..stores.http import DEFAULT_NAMESPACE, MAX_BATCH, HttpStore, ServiceClient
+
+
+def packet_body(packet: OutcomePacket) -> dict[str, Any]:
+    """The JSON an agent sends for `packet` (its fields; the service rebuilds and checks it)."""
+    return {k: v for k, v in packet.to_payload().items() if k != "expires_at"}
+
+
+def _packet(body: dict) -> OutcomePacket:
+    return OutcomePacket.from_payload(body)
+
+
+def _hits(hits: list[dict]) -> list[Hit]:
+    return [(_packet(h["packet"]), h["score"]) for h in hits]
+
+
+def _check_packets(packets: Iterable[OutcomePacket]) -> list[OutcomePacket]:
+    packets = list(packets)
+    for i, packet in enumerate(packets):
+        if not isinstance(packet, OutcomePacket):
+            raise TypeError(f"deposit takes OutcomePacket objects, item {i} is a {type(packet).__name__}")
+    return packets
+
+
+class RemoteEmbedder:
+    """The service's embedder (`name`, `dim`, `encode`), one request per 1,000 texts."""
+
+    def __init__(self, client: ServiceClient, name: str, dim: int):
+        self.client, self.name, self.dim = client, name, dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        parts = [self.client.call("POST", "/v1/embed", {"texts": texts[i:i + MAX_BATCH]})["vectors"]
+                 for i in range(0, len(texts), MAX_BATCH)]
+        return np.asarray([v for part in parts for v in part], dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class RemoteRouter:
+    """An `OutcomeRouter` whose store and embedder live in a routing service at `url`.
+
+    `timeout` (seconds) bounds every request; `max_connections` is the pool size (one
+    connection per thread calling at once). Thread-safe.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, max_connections: int = 100):
+        self.client = ServiceClient(url, api_key=api_key, timeout=timeout, max_connections=max_connections)
+        self.url, self._api_key = self.client.url, api_key
+        try:
+            health = self.client.call("GET", "/health")
+            info = self.client.call("GET", f"/v1/vectors/{DEFAULT_NAMESPACE}/info")  # checks the key too
+        except BaseException:
+            self.client.close()
+            raise
+        self.embedder = RemoteEmbedder(self.client, health["embedder"], info["dim"])
+        self.backend = info["store"]
+        self._store: HttpStore | None = None
+
+    @property
+    def store(self) -> HttpStore:
+        """The service's store through its vector API (the same packets the agents see)."""
+        if self._store is None:
+            self._store = HttpStore(self.url, dim=self.embedder.dim, api_key=self._api_key,
+                                    timeout=self.client.timeout)
+        return self._store
+
+    def deposit(self, packet: OutcomePacket) -> str:
+        """Store one packet; returns its id once the service's store has acknowledged it."""
+        _check_packets([packet])
+        return self.client.call("POST", "/v1/packets", packet_body(packet))["id"]
+
+    def deposit_many(self, packets: Iterable[OutcomePacket]) -> list[str]:
+        """Batches of up to 1,000 packets, one request each; ids in the order given."""
+        packets = _check_packets(packets)
+        ids: list[str] = []
+        for start in range(0, len(packets), MAX_BATCH):
+            body = {"packets": [packet_body(p) for p in packets[start:start + MAX_BATCH]]}
+            ids += self.client.call("POST", "/v1/packets/batch", body)["ids"]
+        return ids
+
+    def query(self, problem: str, top_k: int = 10, domain: str | None = None, min_confidence: float = 0.0,
+              exclude_agent: str | None = None, now: float | None = None) -> list[Hit]:
+        """As `OutcomeRouter.query`: every filter runs in the service's store, before top-k."""
+        body = {"problem": problem, "top_k": top_k, "domain": domain, "min_confidence": min_confidence,
+                "exclude_agent": exclude_agent, "now": now}
+        return _hits(self.client.call("POST", "/v1/query", body)["hits"])
+
+    def synthesize(self, my_problem: str, my_outcome: OutcomePacket, top_k: int = 10, **filters) -> Synthesis:
+        """Deposit my outcome, then learn what other agents found for a similar problem."""
+        _check_packets([my_outcome])
+        body = {"problem": my_problem, "outcome": packet_body(my_outcome), "top_k": top_k, **filters}
+        out = self.client.call("POST", "/v1/synthesize", body)
+        return Synthesis(matches=_hits(out["matches"]), outcome_counts=out["outcome_counts"],
+                         consensus=out["consensus"], support=out["support"])
+
+    def get(self, packet_ids: Sequence[str]) -> dict[str, OutcomePacket]:
+        """The stored packets among `packet_ids` (missing ids are left out)."""
+        ids = list(packet_ids)
+        found: dict[str, OutcomePacket] = {}
+        for start in range(0, len(ids), 10 * MAX_BATCH):
+            out = self.client.call("POST", "/v1/get", {"ids": ids[start:start + 10 * MAX_BATCH]})
+            found.update({pid: _packet(p) for pid, p in out["packets"].items()})
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        """The service's router stats (its counts cover every agent it serves)."""
+        return self.client.call("GET", "/v1/stats")
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Remove expired packets from the service's store; NotImplementedError if its router cannot."""
+        return self.client.call("POST", "/v1/purge", {"now": now})["purged"]
+
+    def close(self) -> None:
+        """Close this client's connections (the service and its store keep running)."""
+        if self._store is not None:
+            self._store.close()
+        self.client.close()
+
+    def __enter__(self) -> "RemoteRouter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
