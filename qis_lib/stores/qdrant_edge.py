@@ -185,6 +185,13 @@ class QdrantEdgeStore(Store):
             return
         self.builds.append({"points": points, "seconds": time.perf_counter() - start})
 
+    def set_hnsw_ef(self, hnsw_ef: int | None) -> None:
+        """Change the query-time `hnsw_ef` (no rebuild needed: it is a search parameter)."""
+        import dataclasses
+
+        self.options = dataclasses.replace(self.options, hnsw_ef=hnsw_ef)  # checked again
+        self._params = edge_search_params(self.options)
+
     def wait_for_index(self) -> None:
         """Return once no automatic build is running."""
         builder = self._builder
