@@ -96,8 +96,9 @@ def vector_set(name: str, n: int, queries: int, seed: int, gitbugs_path=None, pr
 
 def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequence[str | None] = (None, "int8"),
              hnsw_efs: Sequence[int] = HNSW_EFS, queries: int = 500, seed: int = 0, gitbugs_path=None,
-             progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, raw): one summary row per (vectors, n, quantization, hnsw_ef, filtered)."""
+             progress: bool = False, index_threshold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, raw): one summary row per (vectors, n, quantization, hnsw_ef, filtered).
+    `index_threshold`: the qdrant-edge store's (None: its default); below it no graph is built."""
     from tqdm.auto import tqdm
 
     summary, raw = [], []
@@ -117,7 +118,8 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                 if transport == "memory":
                     store = MemoryStore(dim=vset.vectors.shape[1])
                 else:
-                    store = QdrantEdgeStore(dim=vset.vectors.shape[1], quantization=quant)
+                    extra = {} if index_threshold is None else {"index_threshold": index_threshold}
+                    store = QdrantEdgeStore(dim=vset.vectors.shape[1], quantization=quant, **extra)
                 try:
                     load_s = load_store(store, vset, points, progress)
                     start = time.perf_counter()
@@ -138,6 +140,8 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                                 "quantization": quant or "none", "hnsw_ef": ef, "m": getattr(store, "options", None)
                                 and store.options.m, "ef_construct": getattr(store, "options", None)
                                 and store.options.ef_construct,
+                                "indexed": getattr(getattr(store, "shard", None), "info", lambda: None)() and
+                                store.shard.info().indexed_vectors_count,
                                 "p50_ms": np.percentile(ms, 50), "p95_ms": np.percentile(ms, 95),
                                 "p99_ms": np.percentile(ms, 99), "recall_at_10": recall.mean(),
                                 "recall_min": recall.min(), "raw_p99_ms": float("nan"), "load_s": load_s,
