@@ -174,7 +174,8 @@ class QdrantStore(Store):
         self._active = 0
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
         self.params.update(index)
-        self._search_params = search_params(self.options)
+        # Local mode searches exactly and warns on every query given search_params: send them to servers only.
+        self._search_params = search_params(self.options) if self.urls else None
         self._call(self._ensure_collection, payload_index)
 
     @property
