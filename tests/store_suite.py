@@ -193,6 +193,30 @@ class StoreSuite:
         hits = store.query(query, 5, QueryFilter(now=NOW))
         assert sorted(h["problem_description"] for h, _ in hits) == sorted(p["problem_description"] for p in live)
 
+    @pytest.mark.parametrize("step", [0.0, 0.001])
+    def test_purge_removes_every_expired_packet_and_no_live_one(self, open_store, step):
+        """purge_expired(now) deletes exactly the packets with expires_at <= now, stored under
+        their packet ids as the router stores them; a packet expiring `step` s after now stays."""
+        store = open_store()
+        rng = np.random.default_rng(23)
+        payloads = random_payloads(rng, 60)  # ttl 50 or 1000 from NOW - 100: about half expired at NOW
+        edge = OutcomePacket("expires exactly at the purge time", "resolved", 0.5, timestamp=NOW - 100,
+                             ttl=100 + step, agent_id="edge").to_payload()
+        payloads.append(edge)
+        ids = [OutcomePacket.from_payload(p).packet_id for p in payloads]
+        store.upsert(ids, unit(rng, len(ids)), payloads)
+        assert store.purge_expired(now=NOW - 100) == 0  # nothing had expired then
+        expired = {pid for pid, p in zip(ids, payloads) if p["expires_at"] <= NOW}
+        assert 0 < len(expired) < len(ids)
+        assert (ids[-1] in expired) == (step == 0.0)
+        assert store.purge_expired(now=NOW) == len(expired)
+        assert set(store.get(ids)) == set(ids) - expired
+        assert store.count() == len(ids) - len(expired)
+        assert store.purge_expired(now=NOW) == 0
+        with pytest.raises(ValueError, match="now"):
+            store.purge_expired(now=float("nan"))
+        assert store.count() == len(ids) - len(expired)
+
     def test_upsert_same_id_overwrites(self, open_store):
         store = open_store()
         rng = np.random.default_rng(2)

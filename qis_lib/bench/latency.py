@@ -53,6 +53,7 @@ from ..stores import ModeContext, Store, all_modes, open_store
 from .timing import summarise, time_calls
 from . import data
 from .raw import numpy_query_fn
+from ..stores.options import INDEX_OPTIONS
 
 BATCH = 1000  # points per bulk upsert
 BLOCK = 100  # queries per turn when the three calls take turns
@@ -182,7 +183,8 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
                    "pass_share": float(np.mean([m.mean() for m in masks[filtered][warmup:]])),
                    **percentiles("", times["transport"]), **percentiles("raw_", times.get("raw")),
                    **percentiles("router_", times["router"]), **floors[filtered],
-                   "recall_at_10": float(recall.mean()), "recall_min": float(recall.min())}
+                   "recall_at_10": float(recall.mean()), "recall_min": float(recall.min()),
+                   **{k: getattr(getattr(store, "options", None), k, None) for k in INDEX_OPTIONS}}
             row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
             row["router_overhead"] = row["router_p99_ms"] / row["raw_p99_ms"]
             rows.append(row)

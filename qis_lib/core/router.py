@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Iterable, Sequence
 
 from ..embedders import Embedder, get_embedder
@@ -21,6 +22,37 @@ from .urls import parse_store_url, url_forms
 log = logging.getLogger(__name__)
 
 Hit = tuple[OutcomePacket, float]
+
+# Payloads this router writes carry this key: read back with it, and with exactly the
+# packet's fields, a payload is rebuilt without validating it again (the packet was
+# validated when it was built). Any other payload is validated in full.
+PAYLOAD_MARKER = "qis_payload"
+PAYLOAD_VERSION = 1
+_PACKET_FIELDS = [f.name for f in dataclass_fields(OutcomePacket)]
+_TRUSTED_KEYS = frozenset(_PACKET_FIELDS) | {"expires_at", PAYLOAD_MARKER}
+
+
+def router_payload(packet: OutcomePacket) -> dict[str, Any]:
+    """The payload the router stores for `packet`: `to_payload()` plus the router's marker."""
+    payload = packet.to_payload()
+    payload[PAYLOAD_MARKER] = PAYLOAD_VERSION
+    return payload
+
+
+def trusted_packet(payload: dict) -> OutcomePacket | None:
+    """The packet of a payload this router wrote (marker and exactly its keys), built without
+    re-validation; None for any other payload, which the caller validates."""
+    if payload.get(PAYLOAD_MARKER) != PAYLOAD_VERSION or payload.keys() != _TRUSTED_KEYS:
+        return None
+    packet = object.__new__(OutcomePacket)
+    values = {name: payload[name] for name in _PACKET_FIELDS}
+    tags = values["domain_tags"]
+    if type(tags) is list:
+        values["domain_tags"] = tuple(tags)
+    elif type(tags) is not tuple:
+        return None
+    packet.__dict__.update(values)
+    return packet
 
 
 @dataclass
@@ -62,7 +94,11 @@ class OutcomeRouter:
     Safe to call from many threads.
     """
 
-    def __init__(self, store: Store, embedder: Embedder | None = None):
+    def __init__(self, store: Store, embedder: Embedder | None = None, *, purge_every: int | None = None,
+                 purge_interval: float | None = None):
+        """`purge_every` (deposits) and `purge_interval` (seconds): delete expired packets from the
+        store after that many deposits or once that much time has passed, whichever comes first
+        (checked on deposit); None for neither. `purge_expired()` does it now."""
         if not isinstance(store, Store):
             raise TypeError(f"OutcomeRouter takes a Store, got {type(store).__name__}")
         self.store = store
@@ -70,6 +106,15 @@ class OutcomeRouter:
         if self.embedder.dim != store.dim:
             raise ValueError(f"embedder {self.embedder.name} gives {self.embedder.dim}-d vectors but the "
                              f"{store.name} store holds {store.dim}-d vectors")
+        if purge_every is not None and (isinstance(purge_every, bool) or not isinstance(purge_every, int)
+                                        or purge_every < 1):
+            raise ValueError(f"purge_every must be None or a positive int (deposits), got {purge_every!r}")
+        if purge_interval is not None and (isinstance(purge_interval, bool)
+                                           or not isinstance(purge_interval, (int, float)) or not purge_interval > 0):
+            raise ValueError(f"purge_interval must be None or a positive number of seconds, got {purge_interval!r}")
+        self.purge_every, self.purge_interval = purge_every, purge_interval
+        self._since_purge = 0
+        self._last_purge = time.monotonic()
         self._counts: Counter = Counter()
         self._counts_lock = threading.Lock()
 
@@ -91,9 +136,33 @@ class OutcomeRouter:
         unique = list({pid: p for pid, p in zip(ids, packets)}.values())  # a packet twice in a batch is one write
         if unique:
             vectors = self.embedder.encode([p.problem_description for p in unique])
-            self.store.upsert([p.packet_id for p in unique], vectors, [p.to_payload() for p in unique])
+            self.store.upsert([p.packet_id for p in unique], vectors, [router_payload(p) for p in unique])
             self._count("deposits", len(unique))
+            if self.purge_every is not None or self.purge_interval is not None:
+                self._purge_if_due(len(unique))
         return ids
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete every packet expired at `now` (default: the clock) from the store; returns how many.
+        Queries never return expired packets; this frees the room they take."""
+        removed = self.store.purge_expired(now)
+        self._count("purged", removed)
+        self._count("purges")
+        return removed
+
+    def _purge_if_due(self, deposited: int) -> None:
+        with self._counts_lock:
+            self._since_purge += deposited
+            due = (self.purge_every is not None and self._since_purge >= self.purge_every) or \
+                  (self.purge_interval is not None and time.monotonic() - self._last_purge >= self.purge_interval)
+            if due:
+                self._since_purge, self._last_purge = 0, time.monotonic()
+        if due:
+            try:
+                self.purge_expired()
+            except Exception as exc:  # the deposit is acknowledged; a failed cleanup is retried next time
+                self._count("purge_errors")
+                log.warning("purging expired packets failed: %s", exc)
 
     def query(self, problem: str, top_k: int = 10, domain: str | None = None, min_confidence: float = 0.0,
               exclude_agent: str | None = None, now: float | None = None, *,
@@ -121,6 +190,10 @@ class OutcomeRouter:
     def _packets(self, hits: Sequence[tuple[dict, float]]) -> list[Hit]:
         out = []
         for payload, score in hits:
+            packet = trusted_packet(payload)
+            if packet is not None:
+                out.append((packet, score))
+                continue
             try:
                 out.append((OutcomePacket.from_payload(payload), score))
             except (ValueError, TypeError) as exc:
@@ -152,6 +225,7 @@ class OutcomeRouter:
             "deposits": counts.get("deposits", 0),
             "queries": counts.get("queries", 0),
             "skipped_payloads": counts.get("skipped_payloads", 0),
+            "purged": counts.get("purged", 0),
             **{k: v for k, v in vars(self.store.capabilities).items()},
             "store_info": self.store.info(),
         }
@@ -172,7 +246,9 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
     for `get_embedder`, or None for the fastest installed backend (onnx, else
     sentence-transformers; the choice is logged once). A routing service url
     ("http://host:port") with no embedder gives a router whose work, embedding included,
-    happens on the service; with one, this process embeds and uses the service's store."""
+    happens on the service; with one, this process embeds and uses the service's store.
+    `purge_every` / `purge_interval` go to the router (automatic purge of expired packets);
+    every other option goes to the store."""
     if not isinstance(name_or_url, str):
         raise TypeError(f"make_router takes a store name or url, got {type(name_or_url).__name__}")
     if "://" in name_or_url:
@@ -188,4 +264,5 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
     if embedder is None or isinstance(embedder, str):
         embedder = get_embedder(embedder)
     options.setdefault("dim", embedder.dim)
-    return OutcomeRouter(open_store(name, **options), embedder)
+    cadence = {key: options.pop(key) for key in ("purge_every", "purge_interval") if key in options}
+    return OutcomeRouter(open_store(name, **options), embedder, **cadence)

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .contract import Capabilities, QueryFilter, Store, check_dim, lock_folder
+from .options import warn_ignored
 
 
 QUERY_ATTEMPTS = 3
@@ -61,8 +62,12 @@ class ChromaStore(Store):
     name = "chroma"
 
     def __init__(self, path: str | None = None, url: str | None = None, collection: str | None = None,
-                 dim: int = 384, timeout: float = 10.0):
+                 dim: int = 384, timeout: float = 10.0, *, quantization: str | None = None, m: int | None = None,
+                 ef_construct: int | None = None, hnsw_ef: int | None = None):
         import chromadb
+
+        warn_ignored("chroma", "qdrant or qdrant-edge", quantization=quantization, m=m, ef_construct=ef_construct,
+                     hnsw_ef=hnsw_ef)
         from chromadb.config import Settings
 
         if path is not None and url is not None:
@@ -152,6 +157,15 @@ class ChromaStore(Store):
 
     def count(self) -> int:
         return self.collection.count()
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete the packets expired at `now`: their ids by a `where` on expires_at, then a delete."""
+        where = {"expires_at": {"$lte": self._purge_now(now)}}
+        ids = list(self.collection.get(where=where, include=[])["ids"])
+        for start in range(0, len(ids), self._max_batch):
+            # ids and where together: a packet renewed since the get (a live one now) stays.
+            self.collection.delete(ids=ids[start:start + self._max_batch], where=where)
+        return len(ids)
 
     def close(self) -> None:
         """Release the client; an ephemeral store deletes its collection, a path its lock."""

@@ -200,6 +200,49 @@ class Store(abc.ABC):
     def count(self) -> int:
         """How many packets are stored (expired ones included)."""
 
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete every packet whose `expires_at` is at or before `now` (default: the clock);
+        return how many were deleted. A live packet (expires_at > now) is never touched.
+
+        Stores with a delete by filter override this (one call inside the engine). This
+        default works on any store through the contract, for packets stored under their
+        packet id (as the router stores them): one query whose filter keeps everything
+        reads every payload, the expired ids are read back with `get` (so a payload naming
+        another id can never get a live packet deleted) and deleted. It reads at most
+        MAX_TOP_K packets; a larger store that does not override it raises NotImplementedError.
+        """
+        now = self._purge_now(now)
+        total = self.count()
+        if total == 0:
+            return 0
+        if total > MAX_TOP_K:
+            raise NotImplementedError(f"{type(self).__name__} holds {total} packets, more than the {MAX_TOP_K} "
+                                      f"the default purge_expired reads in one query: override purge_expired")
+        probe = np.full(self.dim, 1.0 / math.sqrt(self.dim), dtype=np.float32)
+        hits = self._query(probe, total, QueryFilter(now=-1e308))  # every expires_at is above -1e308
+        from ..core.packet import OutcomePacket  # the packet id is derived from the payload's fields
+
+        named = []
+        for payload, _ in hits:
+            try:
+                named.append(OutcomePacket.from_payload(payload).packet_id)
+            except (ValueError, TypeError):
+                continue  # not a packet's payload: its id cannot be known here
+        stored = self.get(named) if named else {}
+        expired = [pid for pid, p in stored.items() if p["expires_at"] <= now]
+        if expired:
+            self.delete(expired)
+        return len(expired)
+
+    @staticmethod
+    def _purge_now(now: Any) -> float:
+        """`now` checked (a finite number), or the clock if None."""
+        if now is None:
+            import time
+
+            return time.time()
+        return QueryFilter(now=now).now  # names the argument when it is not a finite number
+
     def after_bulk_load(self) -> None:
         """Make the store ready to answer fast after a bulk load (build an index, wait for one).
 

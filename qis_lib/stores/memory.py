@@ -9,6 +9,7 @@ import numpy as np
 
 from .contract import QueryFilter, Store, check_dim
 from .exact import top_k_rows
+from .options import warn_ignored
 
 
 class MemoryStore(Store):
@@ -17,7 +18,10 @@ class MemoryStore(Store):
 
     name = "memory"
 
-    def __init__(self, dim: int = 384, capacity: int = 1024):
+    def __init__(self, dim: int = 384, capacity: int = 1024, *, quantization: str | None = None,
+                 m: int | None = None, ef_construct: int | None = None, hnsw_ef: int | None = None):
+        warn_ignored("memory (exact search)", "qdrant or qdrant-edge", quantization=quantization, m=m,
+                     ef_construct=ef_construct, hnsw_ef=hnsw_ef)
         self.dim = check_dim(dim)
         self._lock = threading.RLock()
         # Arrays grow by doubling, so n inserts copy O(n) rows in all, not O(n^2).
@@ -116,6 +120,15 @@ class MemoryStore(Store):
 
     def count(self) -> int:
         return len(self._row)
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete the packets expired at `now`: one vectorised test over the rows in use."""
+        now = self._purge_now(now)
+        with self._lock:
+            expired = self._live[: self._size] & (self._expires_at[: self._size] <= now)
+            ids = [pid for pid, row in self._row.items() if expired[row]]
+            self._delete(ids)
+        return len(ids)
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """Exact numpy on this store's own matrix, the filter's rows found beforehand: the

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .options import DEFAULT, IndexOptions, resolve, warn_ignored
 
 
 def qdrant_filter(flt: QueryFilter):
@@ -70,6 +71,42 @@ def collection_params(dim: int, shard_number: int | None = None, replication_fac
         if value is not None:
             params[key] = value
     return params
+
+
+def index_params(options: IndexOptions) -> dict[str, Any]:
+    """`create_collection` arguments for the HNSW and quantization options (a server honours them)."""
+    from qdrant_client import models
+
+    params: dict[str, Any] = {"hnsw_config": models.HnswConfigDiff(m=options.m, ef_construct=options.ef_construct)}
+    kinds = {
+        "int8": lambda: models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=0.99, always_ram=True)),
+        "binary": lambda: models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True)),
+        "product": lambda: models.ProductQuantization(product=models.ProductQuantizationConfig(
+            compression=models.CompressionRatio.X16, always_ram=True)),
+    }
+    if options.quantization is not None:
+        if options.quantization not in kinds:
+            raise ValueError(f"quantization={options.quantization!r} is not offered by qdrant-client "
+                             f"{_client_version()}; choose None or one of {', '.join(map(repr, kinds))}")
+        params["quantization_config"] = kinds[options.quantization]()
+    return params
+
+
+def search_params(options: IndexOptions):
+    """The query-time `SearchParams`: hnsw_ef and rescoring of quantized candidates."""
+    from qdrant_client import models
+
+    quant = None
+    if options.quantization is not None:
+        quant = models.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+    return models.SearchParams(hnsw_ef=options.hnsw_ef, quantization=quant)
+
+
+def _client_version() -> str:
+    from importlib.metadata import version
+
+    return version("qdrant-client")
 
 
 def payload_indexes():
@@ -246,8 +283,17 @@ class QdrantStore(Store):
                  shard_number: int | None = None, replication_factor: int | None = None,
                  write_consistency_factor: int | None = None, timeout: int = 5, api_key: str | None = None,
                  payload_index: bool = True, host: str | None = None, port: int | None = None,
-                 grpc_port: int = 6334, prefer_grpc: bool = False):
+                 grpc_port: int = 6334, prefer_grpc: bool = False, *, quantization: str | None = DEFAULT,
+                 m: int | None = DEFAULT, ef_construct: int | None = DEFAULT, hnsw_ef: int | None = DEFAULT,
+                 rescore: bool = True, oversampling: float | None = DEFAULT):
         from qdrant_client import QdrantClient
+
+        # Index options: checked now, sent with create_collection (a server builds with them;
+        # an existing collection keeps the settings it was created with) and with every query.
+        self.options, given = resolve(quantization, m, ef_construct, hnsw_ef, rescore, oversampling)
+        index = index_params(self.options)
+        if url is None and urls is None and host is None:
+            warn_ignored("qdrant-client local mode (exact search)", "a Qdrant server or qdrant-edge", **given)
 
         given = [k for k, v in (("location", location), ("path", path), ("url", url), ("urls", urls), ("host", host))
                  if v is not None]
@@ -287,6 +333,9 @@ class QdrantStore(Store):
             self._lock = threading.RLock()
         self._active = 0
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
+        self.params.update(index)
+        # Local mode searches exactly and warns on every query given search_params: send them to servers only.
+        self._search_params = search_params(self.options) if self.urls else None
         try:
             self._call(self._ensure_collection, payload_index)
         except NoNodeAnswered as exc:  # say where we looked and what to do; keep its failures
@@ -381,16 +430,17 @@ class QdrantStore(Store):
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
         result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
-                                                     query_filter=query_filter, with_payload=True))
+                                                     query_filter=query_filter, with_payload=True,
+                                                     search_params=self._search_params))
         return [(dict(p.payload or {}), float(p.score)) for p in result.points]
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """`client.query_points(...)` on the current node, filters and vectors built beforehand."""
         native = [qdrant_filter(f) for f in filters]
         lists = [v.tolist() for v in vectors]
-        client, collection = self.client, self.collection_name
+        client, collection, params = self.client, self.collection_name, self._search_params
         return lambda j: client.query_points(collection, query=lists[j], limit=k, query_filter=native[j],
-                                             with_payload=True)
+                                             with_payload=True, search_params=params)
 
     def _get(self, ids: list[str]) -> dict[str, dict]:
         records = self._call(lambda c: c.retrieve(self.collection_name, ids=ids, with_payload=True))
@@ -423,6 +473,18 @@ class QdrantStore(Store):
 
     def count(self) -> int:
         return self._call(lambda c: c.count(self.collection_name, exact=True).count)
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete the packets expired at `now` inside Qdrant: a count, then a delete by filter."""
+        from qdrant_client import models
+
+        expired = models.Filter(must=[models.FieldCondition(key="expires_at",
+                                                            range=models.Range(lte=self._purge_now(now)))])
+        n = self._call(lambda c: c.count(self.collection_name, count_filter=expired, exact=True).count)
+        if n:
+            selector = models.FilterSelector(filter=expired)
+            self._call(lambda c: c.delete(self.collection_name, points_selector=selector, wait=True))
+        return n
 
     def close(self) -> None:
         for client in self._clients:

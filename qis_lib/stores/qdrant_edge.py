@@ -1,8 +1,13 @@
 """Qdrant Edge: the Qdrant engine itself, in-process (package qdrant-edge-py, module qdrant_edge).
 
 HNSW and payload indexes as in a Qdrant server, no network hop. The engine has no
-background optimizer: points written since the last `optimize()` are searched by
-brute force, which is exact but slower, so call `optimize()` after bulk loads.
+background optimizer of its own: points written since the last `optimize()` are
+searched by brute force. So this store plays the server's optimizer: once
+`index_threshold` points have been written since the last build, it builds the index
+in a background thread (the deposit that crossed the threshold is acknowledged
+first). qdrant-edge-py's `optimize()` holds Python's GIL while it runs, so other
+threads of the process wait for a build; the engine indexes the new segment, which
+keeps a build short (see the README, "Qdrant's production options").
 
 Durability: an upsert is acknowledged once `update()` has appended it to the
 write-ahead log. That survives a crash of the process (SIGKILL), not a power loss;
@@ -10,6 +15,7 @@ write-ahead log. That survives a crash of the process (SIGKILL), not a power los
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +25,35 @@ from typing import Sequence
 import numpy as np
 
 from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .options import DEFAULT, IndexOptions, resolve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INDEX_THRESHOLD = 5_000  # points written since the last build that start the next one
+
+
+def edge_quantization(name: str | None):
+    """The qdrant_edge quantization config for an option value (all kept in RAM)."""
+    import qdrant_edge as qe
+
+    if name is None:
+        return None
+    return {"int8": lambda: qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+            "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
+            "product": lambda: qe.ProductQuantizationConfig(qe.CompressionRatio.X16, always_ram=True),
+            "turbo": lambda: qe.TurboQuantQuantizationConfig(always_ram=True, bits=qe.TurboQuantBitSize.Bits4),
+            }[name]()
+
+
+def edge_search_params(options: IndexOptions):
+    import qdrant_edge as qe
+
+    quant = None
+    if options.quantization is not None:
+        quant = qe.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
+    if options.hnsw_ef is None and quant is None:
+        return None
+    return qe.SearchParams(hnsw_ef=options.hnsw_ef, quantization=quant)
 
 
 def edge_filter(flt: QueryFilter):
@@ -43,20 +78,30 @@ class QdrantEdgeStore(Store):
 
     name = "qdrant-edge"
 
-    def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None):
+    def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True,
+                 hnsw_ef: int | None = DEFAULT, *, quantization: str | None = DEFAULT, m: int | None = DEFAULT,
+                 ef_construct: int | None = DEFAULT, rescore: bool = True, oversampling: float | None = DEFAULT,
+                 index_threshold: int | None = DEFAULT_INDEX_THRESHOLD):
         import qdrant_edge as qe
 
         self.dim = check_dim(dim)
+        # Checks every value, naming a bad one; DEFAULT: the project's default (options.py).
+        self.options, _ = resolve(quantization, m, ef_construct, hnsw_ef, rescore, oversampling)
+        if index_threshold is not None and (isinstance(index_threshold, bool) or not isinstance(index_threshold, int)
+                                            or index_threshold < 1):
+            raise ValueError(f"index_threshold must be None (build only on optimize()) or a positive int, "
+                             f"got {index_threshold!r}")
+        self.index_threshold = index_threshold
         self._tmpdir = None
         if path is None:  # a throwaway store, removed on close
             self._tmpdir = tempfile.mkdtemp(prefix="qis-edge-")
             path = os.path.join(self._tmpdir, "shard")
         self.path = str(path)
         self.capabilities = Capabilities(persistent=self._tmpdir is None)
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        config = self._config(qe)
         exists = os.path.isdir(os.path.join(self.path, "wal"))
         try:
-            # load() with a config checks that the stored vectors have our size.
+            # load() with a config checks that the stored vectors have our size (and stores the new options).
             self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
         except Exception as exc:
             if "WouldBlock" in str(exc):
@@ -71,8 +116,29 @@ class QdrantEdgeStore(Store):
             for field, kind in schema.items():
                 if field not in stored.payload_schema:
                     self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
-        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        self._params = edge_search_params(self.options)
         self._lock = threading.RLock()  # close() must not race a query
+        # The index builder: points written since the last build, and the thread building now.
+        self._index_lock = threading.Lock()
+        self._unindexed = stored.points_count - stored.indexed_vectors_count
+        self._builder: threading.Thread | None = None
+        self.builds: list[dict] = []  # one entry per automatic build: points, seconds
+        self.index_error: Exception | None = None
+
+    def _config(self, qe):
+        """The shard's config: vectors, HNSW, quantization, and optimizer thresholds that match ours."""
+        o = self.options
+        hnsw = qe.HnswIndexConfig(m=o.m if o.m is not None else 16,  # None: Qdrant's defaults
+                                  ef_construct=o.ef_construct if o.ef_construct is not None else 100,
+                                  full_scan_threshold=10_000)
+        optimizers = None
+        if self.index_threshold is not None:
+            # The engine indexes a segment once it holds more than indexing_threshold KB of vectors.
+            kb = max(1, self.index_threshold * self.dim * 4 // 1024)
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=kb)
+        return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+                             hnsw_config=hnsw, quantization_config=edge_quantization(o.quantization),
+                             optimizers=optimizers)
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -89,6 +155,48 @@ class QdrantEdgeStore(Store):
         points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
+        self._written(len(points))
+
+    def _written(self, n: int) -> None:
+        """Count unindexed points; past `index_threshold`, start a build in the background."""
+        if self.index_threshold is None:
+            return
+        with self._index_lock:
+            self._unindexed += n
+            if self._unindexed < self.index_threshold or (self._builder is not None and self._builder.is_alive()):
+                return
+            self._builder = threading.Thread(target=self._build, args=(self._unindexed,), daemon=True,
+                                             name=f"qdrant-edge-index {self.path}")
+            self._unindexed = 0
+            self._builder.start()
+
+    def _build(self, points: int) -> None:
+        import time
+
+        shard = self.shard
+        if shard is None:
+            return
+        start = time.perf_counter()
+        try:
+            shard.optimize()  # the engine's own locks let reads and writes go on (the GIL does not)
+        except Exception as exc:  # a failed build leaves the data searchable by brute force
+            self.index_error = exc
+            log.warning("qdrant-edge index build in %s failed: %s", self.path, exc)
+            return
+        self.builds.append({"points": points, "seconds": time.perf_counter() - start})
+
+    def set_hnsw_ef(self, hnsw_ef: int | None) -> None:
+        """Change the query-time `hnsw_ef` (no rebuild needed: it is a search parameter)."""
+        import dataclasses
+
+        self.options = dataclasses.replace(self.options, hnsw_ef=hnsw_ef)  # checked again
+        self._params = edge_search_params(self.options)
+
+    def wait_for_index(self) -> None:
+        """Return once no automatic build is running."""
+        builder = self._builder
+        if builder is not None:
+            builder.join()
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         request = self._request(vector, top_k, flt)
@@ -114,8 +222,19 @@ class QdrantEdgeStore(Store):
         return lambda j: shard.query(requests[j])
 
     def after_bulk_load(self) -> None:
-        """Build the HNSW and payload indexes: the engine has no background optimizer."""
+        """Build the HNSW and payload indexes over everything now (waiting for a build under way)."""
         self.optimize()
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete every packet expired at `now` inside the engine (one delete by filter)."""
+        import qdrant_edge as qe
+
+        expired = qe.Filter(must=[qe.FieldCondition("expires_at", range=qe.RangeFloat(lte=self._purge_now(now)))])
+        with self._lock:
+            n = self.shard.count(qe.CountRequest(exact=True, filter=expired))
+            if n:
+                self.shard.update(qe.UpdateOperation.delete_points_by_filter(expired))
+        return n
 
     def count(self) -> int:
         import qdrant_edge as qe
@@ -134,7 +253,10 @@ class QdrantEdgeStore(Store):
 
     def optimize(self) -> bool:
         """Build HNSW and payload indexes over everything written so far (synchronous)."""
+        self.wait_for_index()
         with self._lock:
+            with self._index_lock:
+                self._unindexed = 0
             return self.shard.optimize()
 
     def flush(self) -> None:
@@ -143,6 +265,7 @@ class QdrantEdgeStore(Store):
 
     def close(self) -> None:
         """Flush the write-ahead log and segments to disk, then release the folder."""
+        self.wait_for_index()
         with self._lock:
             if self.shard is not None:
                 self.shard.flush()

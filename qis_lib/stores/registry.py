@@ -186,6 +186,12 @@ BUILTIN = (
                        "QDRANT_URL=http://localhost:6333)",
                        bench="qdrant-server", description="Qdrant server at $QDRANT_URL, HTTP",
                        cleanup=drop_server_collection),
+                  Mode("qdrant-server-grpc", lambda ctx: {"url": _qdrant_url(), "prefer_grpc": True,
+                                                          "collection": ctx.collection},
+                       needs=lambda: None if _qdrant_url() else
+                       "no Qdrant server: set QDRANT_URL (its gRPC port 6334 must be reachable too)",
+                       bench="qdrant-server-grpc", description="Qdrant server at $QDRANT_URL, gRPC (prefer_grpc)",
+                       cleanup=drop_server_collection),
               )),
     StoreSpec("qdrant-edge", "qis_lib.stores.qdrant_edge", "QdrantEdgeStore", extra=None, locations=("path",),
               requires=("qdrant_edge",),

@@ -1,0 +1,298 @@
+"""Qdrant's production options, measured: the recall-latency frontier, indexing without being
+asked, and throughput with several client threads.
+
+    python -m qis_lib.bench.production frontier --sizes 10000 --vectors random --out results/production/
+    python -m qis_lib.bench.production autoindex --n 100000 --out results/production/
+    python -m qis_lib.bench.production throughput --n 100000 --threads 1,2,4 --out results/production/
+
+- `frontier` (the ann-benchmarks picture): for each quantization, one qdrant-edge store is
+  loaded and indexed (`index_s`, the RAM the process gained `ram_mb`, the folder's size
+  `disk_mb`), then every `hnsw_ef` is timed on the same queries, unfiltered and filtered; the
+  memory store (exact) is the reference. `frontier.csv` has the summary columns of
+  `python -m qis_lib.bench` (transport, n, filtered, p50_ms, p95_ms, p99_ms, recall_at_10,
+  raw_p99_ms) plus one per option; `frontier_raw.csv.gz` keeps every query's latency and
+  recall, so a new metric needs no rerun.
+- `autoindex`: N single-packet deposits into a default qdrant-edge store, never calling
+  `optimize()`; each deposit is timed, and a probe query every `probe_every` deposits (so
+  queries during index builds are timed too). Then the query p99 of that store, then of the
+  same store after `optimize()`: their ratio is the target (<= 1.5).
+- `throughput`: queries per second of one default qdrant-edge store with 1, 2 and 4 client
+  threads sharing it.
+
+Every row carries the machine's core count and load average: on a shared machine compare
+ratios within one run, not absolute times across runs.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core.router import OutcomeRouter
+from ..embedders import HashEmbedder
+from ..stores import QueryFilter
+from ..stores.memory import MemoryStore
+from ..stores.options import QUANTIZATIONS
+from ..stores.qdrant_edge import QdrantEdgeStore
+from . import data
+from .latency import BATCH, K
+
+HNSW_EFS = (16, 32, 64, 128, 256, 512)
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def folder_mb(path: str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
+def machine() -> dict:
+    return {"cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
+
+
+def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool = False) -> float:
+    """Bulk upsert every point in batches; seconds taken."""
+    from tqdm.auto import tqdm
+
+    payloads = [p.to_payload() for p in points.packets]
+    ids = [p.packet_id for p in points.packets]
+    start = time.perf_counter()
+    for s in tqdm(range(0, vset.n, BATCH), desc=f"load n={vset.n}", disable=not progress, leave=False):
+        store.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])
+    return time.perf_counter() - start
+
+
+def time_queries(store, vset: data.VectorSet, flts: Sequence[QueryFilter], timed: range, k: int = K):
+    """Seconds per `store.query` and the rows it returned, for each query in `timed` (after one
+    untimed pass over the first 50 queries)."""
+    for j in list(timed)[:50]:
+        store.query(vset.queries[j], k, flts[j])
+    seconds, rows = [], []
+    for j in timed:
+        start = time.perf_counter()
+        hits = store.query(vset.queries[j], k, flts[j])
+        seconds.append(time.perf_counter() - start)
+        rows.append([int(h["agent_id"].rsplit("-", 1)[1]) for h, _ in hits])
+    return np.array(seconds), rows
+
+
+def vector_set(name: str, n: int, queries: int, seed: int, gitbugs_path=None, progress: bool = False):
+    if name == "random":
+        return data.random_set(n, queries, seed=seed)
+    return data.real_set(n, queries, seed, gitbugs_path=gitbugs_path, progress=progress)
+
+
+def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequence[str | None] = (None, "int8"),
+             hnsw_efs: Sequence[int] = HNSW_EFS, queries: int = 500, seed: int = 0, gitbugs_path=None,
+             progress: bool = False, index_threshold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, raw): one summary row per (vectors, n, quantization, hnsw_ef, filtered).
+    `index_threshold`: the qdrant-edge store's (None: its default); below it no graph is built."""
+    from tqdm.auto import tqdm
+
+    summary, raw = [], []
+    timed = range(queries)
+    for vname in vectors:
+        full = vector_set(vname, max(sizes), queries, seed, gitbugs_path, progress)
+        all_points = data.make_points(full.texts, seed)
+        filters = {f: data.make_filters(queries, f, seed) for f in (False, True)}
+        for n in sorted(sizes):
+            vset = full.head(n)
+            points = data.Points(all_points.packets[:n], all_points.domain[:n], all_points.confidence[:n],
+                                 all_points.expires_at[:n])
+            masks = {f: data.filter_masks(points, filters[f]) for f in (False, True)}
+            configs = [("memory", None)] + [("qdrant-edge", q) for q in quantizations]
+            for transport, quant in tqdm(configs, desc=f"{vname} n={n}", disable=not progress):
+                before = rss_mb()
+                if transport == "memory":
+                    store = MemoryStore(dim=vset.vectors.shape[1])
+                else:
+                    extra = {} if index_threshold is None else {"index_threshold": index_threshold}
+                    store = QdrantEdgeStore(dim=vset.vectors.shape[1], quantization=quant, **extra)
+                try:
+                    load_s = load_store(store, vset, points, progress)
+                    start = time.perf_counter()
+                    store.after_bulk_load()
+                    index_s = time.perf_counter() - start
+                    ram = rss_mb() - before
+                    disk = folder_mb(store.path) if transport != "memory" else float("nan")
+                    efs = [None] if transport == "memory" else list(hnsw_efs)
+                    for ef in efs:
+                        if ef is not None:
+                            store.set_hnsw_ef(ef)
+                        for filtered in (False, True):
+                            seconds, rows = time_queries(store, vset, filters[filtered], timed)
+                            recall = data.recall_at_k(rows, vset.vectors, vset.queries, masks[filtered], K)
+                            ms = seconds * 1e3
+                            summary.append({
+                                "transport": transport, "vectors": vname, "n": n, "filtered": filtered,
+                                "quantization": quant or "none", "hnsw_ef": ef, "m": getattr(store, "options", None)
+                                and store.options.m, "ef_construct": getattr(store, "options", None)
+                                and store.options.ef_construct,
+                                "indexed": getattr(getattr(store, "shard", None), "info", lambda: None)() and
+                                store.shard.info().indexed_vectors_count,
+                                "p50_ms": np.percentile(ms, 50), "p95_ms": np.percentile(ms, 95),
+                                "p99_ms": np.percentile(ms, 99), "recall_at_10": recall.mean(),
+                                "recall_min": recall.min(), "raw_p99_ms": float("nan"), "load_s": load_s,
+                                "index_s": index_s, "ram_mb": ram, "disk_mb": disk, "queries": queries, **machine()})
+                            raw.append(pd.DataFrame({"transport": transport, "vectors": vname, "n": n,
+                                                     "filtered": filtered, "quantization": quant or "none",
+                                                     "hnsw_ef": ef, "query": np.asarray(timed), "ms": ms,
+                                                     "recall": recall}))
+                finally:
+                    store.close()
+    return pd.DataFrame(summary), pd.concat(raw, ignore_index=True)
+
+
+def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0, progress: bool = False,
+              index_threshold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, raw) of N single deposits into a default qdrant-edge store through the router."""
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng([seed, 40])
+    centres = data.unit_rows(rng.standard_normal((2000, 384), dtype=np.float32))
+    options = {} if index_threshold is None else {"index_threshold": index_threshold}
+    store = QdrantEdgeStore(dim=384, **options)
+    texts = [f"clustered point {i}" for i in range(n)]
+    points = data.make_points(texts, seed)
+    vectors = data.unit_rows(centres[rng.integers(0, 2000, n)] + 0.03 * rng.standard_normal((n, 384), dtype=np.float32))
+    router = OutcomeRouter(store, HashEmbedder(384))
+    flt = QueryFilter(now=data.NOW)
+    deposit_s, probe = np.empty(n), []
+    try:
+        for i in tqdm(range(n), desc="single deposits", disable=not progress, mininterval=5):
+            start = time.perf_counter()
+            store.upsert([points.packets[i].packet_id], vectors[i:i + 1], [points.packets[i].to_payload()])
+            deposit_s[i] = time.perf_counter() - start
+            if i % probe_every == probe_every - 1:
+                start = time.perf_counter()
+                store.query(vectors[rng.integers(0, i + 1)], K, flt)
+                probe.append((i + 1, time.perf_counter() - start))
+        builds = list(store.builds)
+        store.wait_for_index()
+        asked = data.unit_rows(vectors[rng.integers(0, n, queries)] + 0.03 * rng.standard_normal(
+            (queries, 384), dtype=np.float32))
+        vset = data.VectorSet("clustered", vectors, asked, texts, [f"q{j}" for j in range(queries)])
+        before, _ = time_queries(store, vset, [flt] * queries, range(queries))
+        info = store.shard.info()
+        start = time.perf_counter()
+        store.optimize()
+        optimize_s = time.perf_counter() - start
+        after, _ = time_queries(store, vset, [flt] * queries, range(queries))
+    finally:
+        router.close()
+    summary = pd.DataFrame([{
+        "n": n, "index_threshold": store.index_threshold, "builds": len(builds),
+        "build_s_total": sum(b["seconds"] for b in builds), "build_s_max": max((b["seconds"] for b in builds), default=0),
+        "indexed_before_optimize": info.indexed_vectors_count, "segments_before_optimize": info.segments_count,
+        "deposit_p50_ms": np.percentile(deposit_s, 50) * 1e3, "deposit_p99_ms": np.percentile(deposit_s, 99) * 1e3,
+        "deposit_max_ms": deposit_s.max() * 1e3,
+        "probe_p50_ms": np.percentile([s for _, s in probe], 50) * 1e3 if probe else float("nan"),
+        "probe_p99_ms": np.percentile([s for _, s in probe], 99) * 1e3 if probe else float("nan"),
+        "query_p99_ms_auto": np.percentile(before, 99) * 1e3, "query_p50_ms_auto": np.percentile(before, 50) * 1e3,
+        "optimize_s": optimize_s, "query_p99_ms_optimized": np.percentile(after, 99) * 1e3,
+        "query_p50_ms_optimized": np.percentile(after, 50) * 1e3,
+        "p99_ratio": np.percentile(before, 99) / np.percentile(after, 99), **machine()}])
+    raw = pd.DataFrame({"deposit": np.arange(1, n + 1), "deposit_ms": deposit_s * 1e3})
+    return summary, raw
+
+
+def throughput(n: int, threads: Sequence[int] = (1, 2, 4), seconds: float = 10.0, seed: int = 0,
+               progress: bool = False) -> pd.DataFrame:
+    """Queries per second of one default qdrant-edge store (random vectors, filtered queries) per thread count."""
+    vset = data.random_set(n, 1000, seed=seed)
+    points = data.make_points(vset.texts, seed)
+    flts = data.make_filters(1000, True, seed)
+    rows = []
+    with QdrantEdgeStore(dim=384) as store:
+        load_store(store, vset, points, progress)
+        store.after_bulk_load()
+        for t in threads:
+            done = [0] * t
+            stop = threading.Event()
+
+            def work(w):
+                j = w
+                while not stop.is_set():
+                    store.query(vset.queries[j % 1000], K, flts[j % 1000])
+                    done[w] += 1
+                    j += t
+
+            workers = [threading.Thread(target=work, args=(w,)) for w in range(t)]
+            start = time.perf_counter()
+            for w in workers:
+                w.start()
+            time.sleep(seconds)
+            stop.set()
+            for w in workers:
+                w.join()
+            elapsed = time.perf_counter() - start
+            rows.append({"n": n, "threads": t, "queries": sum(done), "seconds": elapsed,
+                         "queries_per_s": sum(done) / elapsed, **machine()})
+    return pd.DataFrame(rows)
+
+
+def write(out: Path, name: str, table: pd.DataFrame, command: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    table = table.assign(command=command)
+    path = out / name
+    table.to_csv(path, index=False)
+    return path
+
+
+def main(argv: Sequence[str] | None = None):
+    import argparse
+    import shlex
+    import sys
+
+    from .__main__ import positive_ints
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(prog="python -m qis_lib.bench.production", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("frontier", "autoindex", "throughput"))
+    p.add_argument("--sizes", type=positive_ints, default=[10_000], help="frontier: N values (default 10000)")
+    p.add_argument("--vectors", default="random", help="frontier: real, random or real,random (default random)")
+    p.add_argument("--quantizations", default="none,int8", help=f"frontier: from none,{','.join(QUANTIZATIONS)}")
+    p.add_argument("--hnsw-ef", type=positive_ints, default=list(HNSW_EFS), help="frontier: hnsw_ef values")
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--n", type=int, default=100_000, help="autoindex/throughput: N (default 100000)")
+    p.add_argument("--threads", type=positive_ints, default=[1, 2, 4])
+    p.add_argument("--gitbugs", default=None)
+    p.add_argument("--out", default="results/production")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    command = shlex.join(["python", "-m", "qis_lib.bench.production", *argv])
+    out, progress = Path(args.out), not args.no_progress
+    if args.what == "frontier":
+        quants = [None if q == "none" else q for q in args.quantizations.split(",")]
+        summary, raw = frontier(args.sizes, args.vectors.split(","), quants, args.hnsw_ef, args.queries,
+                                gitbugs_path=args.gitbugs, progress=progress)
+        write(out, "frontier.csv", summary, command)
+        raw.to_csv(out / "frontier_raw.csv.gz", index=False)
+        print(summary[["transport", "vectors", "n", "filtered", "quantization", "hnsw_ef", "p50_ms", "p99_ms",
+                       "recall_at_10", "index_s", "ram_mb", "disk_mb"]].round(3).to_string(index=False))
+    elif args.what == "autoindex":
+        summary, raw = autoindex(args.n, progress=progress)
+        write(out, "autoindex.csv", summary, command)
+        raw.to_csv(out / "autoindex_raw.csv.gz", index=False)
+        print(summary.T.to_string())
+    else:
+        table = throughput(args.n, args.threads, progress=progress)
+        write(out, "throughput.csv", table, command)
+        print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
