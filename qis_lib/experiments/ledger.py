@@ -12,7 +12,8 @@ does its id go to the `Ledger`. After the experiment (a kill, a restart, many th
   (failed_but_stored: present anyway, a failed write may be partly applied).
 - indeterminate: deposits that timed out, or were in flight at a kill: the write may or
   may not have happened (indeterminate_stored: present).
-- phantoms: ids in the store that nobody sent, when the caller can list the store's ids.
+- phantoms: ids in the store that nobody sent, when the caller can list the store's ids
+  (then `scrolled`, how many ids a full scroll listed, must equal the store's count).
 
 Both the failover experiment and the reliability experiments use it.
 """
@@ -90,6 +91,7 @@ class LossReport:
     store_count: int
     lost_ids: list[str] = field(default_factory=list)  # the first 20
     phantoms: int | None = None  # stored ids nobody sent; None when the store's ids cannot be listed
+    scrolled: int | None = None  # ids a full scroll listed (repeats included); must equal store_count
 
     @property
     def changed(self) -> int:
@@ -104,13 +106,15 @@ class LossReport:
     @property
     def ok(self) -> bool:
         """Nothing acknowledged is lost or changed, and nothing is stored twice."""
-        return self.lost == 0 and self.corrupted == 0 and self.duplicated == 0 and not self.phantoms
+        return (self.lost == 0 and self.corrupted == 0 and self.duplicated == 0 and not self.phantoms
+                and self.scrolled in (None, self.store_count))
 
     def row(self) -> dict[str, Any]:
-        """The report as a flat dict (phantoms left out when not measured)."""
+        """The report as a flat dict (phantoms and scrolled left out when not measured)."""
         row = asdict(self)
-        if self.phantoms is None:
-            del row["phantoms"]
+        for key in ("phantoms", "scrolled"):
+            if row[key] is None:
+                del row[key]
         return row
 
 
@@ -131,7 +135,7 @@ def check_loss(verifier: str, acked_ids: Iterable[str], sent: Mapping[str, Outco
     to write, by id; `failed_ids` / `timeout_ids`: deposits answered with an error / a
     timeout (an id acknowledged on a retry counts as acknowledged). `get` and `count`
     are the store's (`Store.get` returns payloads by id); `stored_ids`, when the caller
-    can list the store, measures phantoms.
+    can list the store (`Store.scroll_ids`), measures phantoms and the scroll's length.
     """
     acked = list(dict.fromkeys(acked_ids))
     acked_set = set(acked)
@@ -144,14 +148,16 @@ def check_loss(verifier: str, acked_ids: Iterable[str], sent: Mapping[str, Outco
     lost = [pid for pid in acked if pid not in found]
     corrupted = sum(_differs(found[pid], sent[pid]) for pid in acked if pid in found and pid in sent)
     store_count = count()
-    phantoms = None
+    phantoms = scrolled = None
     if stored_ids is not None:
-        phantoms = len(set(stored_ids()) - set(sent) - acked_set - failed - timeouts)
+        listed = list(stored_ids())
+        scrolled = len(listed)
+        phantoms = len(set(listed) - set(sent) - acked_set - failed - timeouts)
     return LossReport(
         verifier=verifier, acknowledged=len(acked), found=len(acked) - len(lost), lost=len(lost), corrupted=corrupted,
         duplicated=store_count - len(found), failed=len(failed), failed_but_stored=sum(p in found for p in failed),
         indeterminate=len(timeouts), indeterminate_stored=sum(p in found for p in timeouts),
-        store_count=store_count, lost_ids=lost[:20], phantoms=phantoms)
+        store_count=store_count, lost_ids=lost[:20], phantoms=phantoms, scrolled=scrolled)
 
 
 def check_store(verifier: str, store, acked_ids: Iterable[str], sent: Mapping[str, OutcomePacket],

@@ -274,6 +274,304 @@ def load_runs(threads: int = 8, ops: int = 200) -> pd.DataFrame:
     return pd.DataFrame(rows).drop(columns="error_samples")
 
 
+# --- kill cycles: one store folder killed and reopened hundreds of times ------------------
+#
+# Each cycle is one child process (`cycle`): it opens the store (recovery), checks every
+# deposit acknowledged in earlier cycles (present once, unchanged, no phantom, count equal
+# to a full scroll), then deposits, retries, builds the index (`after_bulk_load`: qdrant-edge's
+# `optimize()`) and closes, printing a marker before and after each step. The parent kills it
+# at a moment drawn from KILL_PLANS, or kills the server a server mode uses. A mode whose
+# server sits in the ModeContext's pool and has kill()/start() (chroma-server; the HTTP
+# routing service once it is a registered mode) gets its server killed too.
+
+KILL_PLANS = {
+    "open": "during the open (recovery): a random moment after the child starts opening",
+    "acks": "after a random number (1 to max_acks) of acknowledged deposits",
+    "time": "a random time (0 to 1 s) into the writes",
+    "optimize": "during an index build: a random moment inside the n-th after_bulk_load()",
+    "close": "during close (flush): a random moment after close() starts",
+    "server": "the server killed (SIGKILL) after a random number of acks, then restarted",
+}
+
+
+def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: dict) -> None:
+    """Child of a kill cycle: open, check the ledger's acknowledged packets, then write (see above).
+
+    `ledger_path`: JSON {"acked": [[writer, index], ...], "in_flight": [[writer, index], ...]}.
+    `plan`: count (deposits before close, None for no close), optimize_every (0: never),
+    retry_every (0: never), check_only.
+    """
+    with open(ledger_path, encoding="utf-8") as f:
+        ledger = json.load(f)
+    print("open", flush=True)
+    started = time.perf_counter()
+    router = make_router(store, embedder="hash", **options)
+    opened = time.perf_counter() - started
+    print("opened", flush=True)
+    acked = [make_packet(w, i) for w, i in ledger["acked"]]
+    in_flight = [make_packet(w, i) for w, i in ledger["in_flight"]]
+    sent = {p.packet_id: p for p in acked + in_flight}
+    started = time.perf_counter()
+    report = check_loss(store, [p.packet_id for p in acked], sent, (), [p.packet_id for p in in_flight],
+                        router.store.get, router.store.count, stored_ids=router.store.scroll_ids)
+    print("check", json.dumps({**report.row(), "open_seconds": round(opened, 3),
+                               "check_seconds": round(time.perf_counter() - started, 3)}), flush=True)
+    if plan.get("check_only"):
+        router.close()
+        return
+    count = plan.get("count") or 1_000_000
+    for index in range(count):
+        packet = make_packet(writer, index)
+        router.deposit(packet)
+        print(f"ack {index}", flush=True)
+        if plan.get("retry_every") and index % plan["retry_every"] == 0:
+            router.deposit(make_packet(writer, index // 2))  # a retried deposit: must not duplicate
+        if plan.get("optimize_every") and (index + 1) % plan["optimize_every"] == 0:
+            print("optimize", flush=True)
+            router.store.after_bulk_load()
+            print("optimized", flush=True)
+    print("close", flush=True)
+    router.close()
+    print("closed", flush=True)
+
+
+class _Child:
+    """A child process whose stdout lines arrive in a queue (so the parent can wait with a timeout)."""
+
+    def __init__(self, args: list[str], stderr_path: Path):
+        import queue
+
+        self._stderr = open(stderr_path, "w+", encoding="utf-8")
+        self.process = _run_module(*args, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL)
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            if line.endswith("\n"):  # a line cut short by the kill was never a complete ack
+                self.lines.put(line[:-1])
+        self.lines.put(None)  # EOF
+
+    def next_line(self, timeout: float) -> str | None | bool:
+        """The next line; None at EOF; False if nothing came within `timeout` seconds."""
+        import queue
+
+        try:
+            return self.lines.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return False
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+
+    def finish(self) -> tuple[list[str], str]:
+        """Wait for the process and return the lines not read yet and its stderr's tail."""
+        self.process.wait()
+        self._reader.join(10)
+        rest = []
+        while True:
+            line = self.next_line(0)
+            if line is None or line is False:
+                break
+            rest.append(line)
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-1500:]
+        self._stderr.close()
+        return rest, tail
+
+
+def _killable_server(ctx: ModeContext):
+    """The server of ctx's pool a kill cycle may kill (it has kill() and start()), or None."""
+    servers = list(ctx.pool.servers.values()) if ctx.pool is not None else []
+    return next((s for s in servers if callable(getattr(s, "kill", None)) and callable(getattr(s, "start", None))),
+                None)
+
+
+class KillCycles:
+    """The state of one kill-cycle campaign on one store folder: what was acknowledged, what was in flight."""
+
+    def __init__(self, kind: str, ctx: ModeContext, folder: Path, seed: int = 0, max_acks: int = 60,
+                 timeout: float = 180.0):
+        self.kind = kind
+        self.store, self.options = mode_options(kind, ctx)
+        self.server = _killable_server(ctx)
+        self.folder = folder
+        self.rng = random.Random(f"{kind}/{seed}")
+        self.max_acks = max_acks
+        self.timeout = timeout
+        self.acked: list[tuple[str, int]] = []
+        self.in_flight: list[tuple[str, int]] = []
+        self.estimates = {"open": 0.5, "optimize": 0.05, "close": 0.05}  # seconds, updated from what is seen
+
+    def plans(self) -> list[str]:
+        return [p for p in KILL_PLANS if p != "server" or self.server is not None]
+
+    def _spawn(self, writer: str, plan: dict) -> _Child:
+        ledger = self.folder / "ledger.json"
+        ledger.write_text(json.dumps({"acked": self.acked, "in_flight": self.in_flight}))
+        return _Child(["cycle", "--store", self.store, "--options", json.dumps(self.options), "--ledger", str(ledger),
+                       "--writer", writer, "--plan", json.dumps(plan)], self.folder / "child-stderr.txt")
+
+    def check(self) -> dict:
+        """A child that opens the store and checks it, nothing else (the campaign's last word)."""
+        child = self._spawn("final", {"check_only": True})
+        check, line = None, ""
+        deadline = time.monotonic() + self.timeout
+        while line is not None and time.monotonic() < deadline:
+            line = child.next_line(deadline - time.monotonic())
+            if isinstance(line, str) and line.startswith("check "):
+                check = json.loads(line[6:])
+        child.kill()
+        _, err = child.finish()
+        if check is None:
+            raise RuntimeError(f"reopening {self.kind} for the final check failed: {err}")
+        return check
+
+    def cycle(self, number: int) -> dict:
+        """Run one cycle: start the child, kill it (or the server) as the drawn plan says; return its row."""
+        rng = self.rng
+        kind = rng.choice(self.plans())
+        writer = f"k{number}"
+        plan = {"count": rng.randint(1, self.max_acks) if kind == "close" else None,
+                "optimize_every": rng.randint(2, 12) if kind == "optimize" else rng.choice([0, 0, 10, 25]),
+                "retry_every": rng.choice([0, 3, 7])}
+        target_acks = rng.randint(1, self.max_acks)
+        nth_optimize = rng.randint(1, 3)
+        fraction = rng.random()
+        child = self._spawn(writer, plan)
+        started = time.monotonic()
+        deadline = started + self.timeout
+        kill_at = None
+        phase, marks, acks, optimizes, check, victim = "start", {}, [], 0, None, None
+
+        def kill(what: str) -> None:
+            nonlocal victim
+            if victim is None:
+                victim = what
+                if what == "server":
+                    self.server.kill()
+                else:
+                    child.kill()
+
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                child.kill()
+                _, err = child.finish()
+                raise RuntimeError(f"{self.kind} cycle {number} did not end within {self.timeout}s: {err}")
+            if kill_at is not None and now >= kill_at:
+                kill("writer")
+                kill_at = None
+            wait = (kill_at if kill_at is not None else deadline) - now
+            line = child.next_line(min(wait, 1.0) if victim != "server" else 5.0)
+            if line is False:
+                if victim == "server":  # the client may block on the dead server: end it
+                    child.kill()
+                continue
+            if line is None:
+                break
+            word, _, rest = line.partition(" ")
+            now = time.monotonic()
+            if word in ("opened", "optimized", "closed"):
+                began = {"opened": "open", "optimized": "optimize", "closed": "close"}[word]
+                seconds = now - marks[began]
+                self.estimates[began] = 0.7 * self.estimates[began] + 0.3 * seconds
+            marks[word] = now
+            if victim is None:
+                phase = word
+            if word == "open" and kind == "open":
+                kill_at = now + fraction * self.estimates["open"] * 1.2
+            elif word == "check":
+                check = json.loads(rest)
+                if kind == "time":
+                    kill_at = now + fraction * 1.0
+            elif word == "ack":
+                acks.append(int(rest))
+                if kind == "acks" and len(acks) >= target_acks:
+                    kill("writer")
+                elif kind == "server" and len(acks) >= target_acks:
+                    kill("server")
+            elif word == "optimize":
+                optimizes += 1
+                if kind == "optimize" and optimizes == nth_optimize:
+                    kill_at = now + fraction * self.estimates["optimize"]
+            elif word == "close" and kind == "close":
+                kill_at = now + fraction * self.estimates["close"]
+        child.kill()
+        _, err = child.finish()
+        code = child.process.returncode
+        if victim is None and code != 0:
+            raise RuntimeError(f"{self.kind} cycle {number}: the child failed with exit code {code} "
+                               f"in phase {phase!r}: {err}")
+        if victim == "server":
+            self.server.start()  # same folder, same port
+        # What this cycle acknowledged, and the deposit that may have been in flight.
+        self.acked.extend((writer, i) for i in acks)
+        if phase not in ("closed", "start", "open", "opened", "check"):
+            self.in_flight.append((writer, max(acks, default=-1) + 1))
+        row = {"kind": self.kind, "cycle": number, "plan": kind, "killed": victim or "exited",
+               "phase_at_kill": phase if victim else "exited", "acks": len(acks),
+               "acknowledged_total": len(self.acked), "seconds": round(time.monotonic() - started, 2)}
+        if check is not None:
+            row.update({f"check_{k}": v for k, v in check.items() if k not in ("verifier", "lost_ids")})
+            row["check_lost_ids"] = ",".join(check.get("lost_ids", []))
+        return row
+
+
+def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60, csv_path: Path | None = None,
+                progress: bool = False) -> pd.DataFrame:
+    """`cycles` kill cycles on one folder of mode `kind`, then a final check; one row per cycle.
+
+    Each row's check_* columns are the check made when that cycle's child reopened the
+    store, i.e. the verdict on the previous kill; the last row (plan "final") checks the
+    last kill. With `csv_path`, rows are appended to that CSV as they come.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"qis-cycles-{kind}-") as tmp, contextlib.ExitStack() as stack:
+        ctx = ModeContext(Path(tmp) / "store", stack)
+        store, options = mode_options(kind, ctx)
+        with make_router(store, embedder="hash", **options) as router:
+            if not router.store.capabilities.persistent:
+                raise VolatileStoreError(f"mode {kind!r}: the store is not persistent, a reopen has nothing to find")
+        campaign = KillCycles(kind, ctx, Path(tmp), seed=seed, max_acks=max_acks)
+        rows = []
+        for number in range(cycles + 1):
+            if number < cycles:
+                row = campaign.cycle(number)
+            else:
+                check = campaign.check()
+                row = {"kind": kind, "cycle": number, "plan": "final", "killed": "none", "phase_at_kill": "",
+                       "acks": 0, "acknowledged_total": len(campaign.acked), "seconds": 0.0,
+                       **{f"check_{k}": v for k, v in check.items() if k not in ("verifier", "lost_ids")},
+                       "check_lost_ids": ",".join(check.get("lost_ids", []))}
+            rows.append(row)
+            if csv_path is not None:
+                pd.DataFrame([row]).to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
+            if progress:
+                print(kind, number, row["plan"], row["phase_at_kill"], "acked", row["acknowledged_total"],
+                      "lost", row.get("check_lost"), "phantoms", row.get("check_phantoms"), flush=True)
+    return pd.DataFrame(rows)
+
+
+def cycles_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per store: kills, acknowledged, and the worst any reopen saw (lost, changed, duplicated, phantoms)."""
+    rows = []
+    for kind, every in frame.groupby("kind", sort=False):
+        part = every.dropna(subset=["check_lost"])  # a child killed while opening checked nothing
+        kills = every[every["killed"].isin(["writer", "server"])]
+        scroll_ok = (part["check_scrolled"] == part["check_store_count"]).all()
+        rows.append({"kind": kind, "cycles": int((every["plan"] != "final").sum()), "kills": len(kills),
+                     "server_kills": int((kills["killed"] == "server").sum()),
+                     "kills_by_phase": "; ".join(f"{k} {v}" for k, v in kills["phase_at_kill"].value_counts().items()),
+                     "acknowledged": int(part["acknowledged_total"].max()),
+                     "lost": int(part["check_lost"].max()), "changed": int(part["check_corrupted"].max()),
+                     "duplicated": int(part["check_duplicated"].max()), "phantoms": int(part["check_phantoms"].max()),
+                     "count_equals_scroll": bool(scroll_ok), "reopens_checked": len(part),
+                     "seconds": round(float(every["seconds"].sum()), 1)})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The experiments (with --out, their CSV summaries), or a child's part of a crash run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,6 +583,18 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--options", type=json.loads, default={}, help="the store's options, as JSON")
         p.add_argument("--writer", required=True)
     w.add_argument("--count", type=int, required=True)
+    cy = sub.add_parser("cycle", help="(child) open, check the ledger's acks, then write as --plan says")
+    cy.add_argument("--store", required=True)
+    cy.add_argument("--options", type=json.loads, default={})
+    cy.add_argument("--writer", required=True)
+    cy.add_argument("--ledger", required=True)
+    cy.add_argument("--plan", type=json.loads, required=True)
+    cs = sub.add_parser("cycles", help="kill cycles: one store folder killed and reopened again and again")
+    cs.add_argument("--kinds", nargs="*", default=None, help="mode names (default: every persistent mode here)")
+    cs.add_argument("--cycles", type=int, default=200)
+    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--max-acks", type=int, default=60)
+    cs.add_argument("--out", default=None, help="folder for cycles-KIND.csv and its summary")
     parser.add_argument("--out", default=None, help="folder for the summary CSVs (default: print only)")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--ops", type=int, default=200, help="operations per thread")
@@ -292,6 +602,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "write":
         write_stream(args.store, args.writer, args.count, args.options)
+        return
+    if args.command == "cycle":
+        cycle_child(args.store, args.options, args.ledger, args.writer, args.plan)
+        return
+    if args.command == "cycles":
+        run_cycles_cli(args, argv)
         return
     if args.command == "check":
         print(json.dumps(check_stream(args.store, args.writer, json.load(sys.stdin), args.options)))
@@ -306,6 +622,40 @@ def main(argv: list[str] | None = None) -> None:
         command = "python -m qis_lib.experiments.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
         for name, frame in (("concurrency", load), ("crashes", crashes)):
             frame.assign(command=command, cores=os.cpu_count()).to_csv(out / f"{name}.csv", index=False)
+
+
+def persistent_modes() -> list[str]:
+    """The modes here whose store keeps its data once closed (a kill cycle has something to find)."""
+    names = []
+    for name in runnable_modes():
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+            store, options = mode_options(name, ModeContext(Path(tmp), stack))
+            with make_router(store, embedder="hash", **options) as router:
+                if router.store.capabilities.persistent:
+                    names.append(name)
+    return names
+
+
+def run_cycles_cli(args, argv) -> None:
+    kinds = args.kinds or persistent_modes()
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    frames = []
+    for kind in kinds:
+        csv_path = out / f"cycles-{kind}.csv" if out is not None else None
+        if csv_path is not None and csv_path.exists():
+            csv_path.unlink()
+        frames.append(kill_cycles(kind, cycles=args.cycles, seed=args.seed, max_acks=args.max_acks,
+                                  csv_path=csv_path, progress=True))
+    summary = cycles_summary(pd.concat(frames))
+    print(summary.to_string(index=False))
+    if out is not None:
+        command = "python -m qis_lib.experiments.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
+        summary.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
+                       wall_seconds=round(time.time() - started, 1)).to_csv(
+            out / f"cycles-summary-{'-'.join(kinds)}.csv", index=False)
 
 
 if __name__ == "__main__":

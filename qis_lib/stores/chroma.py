@@ -153,6 +153,14 @@ class ChromaStore(Store):
     def count(self) -> int:
         return self.collection.count()
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        ids: list[str] = []
+        while True:
+            batch = self.collection.get(include=[], limit=page, offset=len(ids))["ids"]
+            ids.extend(batch)
+            if len(batch) < page:
+                return ids
+
     def close(self) -> None:
         """Release the client; an ephemeral store deletes its collection, a path its lock."""
         # PersistentClient keeps its SQLite files open until the process ends; dropping

@@ -200,6 +200,14 @@ class Store(abc.ABC):
     def count(self) -> int:
         """How many packets are stored (expired ones included)."""
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        """Every stored id, read page by page from the engine (a full scroll, expired ones included).
+
+        Crash checks compare it with `count()` and look in it for ids nobody wrote. A store
+        that cannot list its ids raises NotImplementedError (the default).
+        """
+        raise NotImplementedError(f"the {self.name!r} store cannot list its ids")
+
     def after_bulk_load(self) -> None:
         """Make the store ready to answer fast after a bulk load (build an index, wait for one).
 

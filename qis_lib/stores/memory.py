@@ -117,6 +117,10 @@ class MemoryStore(Store):
     def count(self) -> int:
         return len(self._row)
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        with self._lock:
+            return list(self._row)
+
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """Exact numpy on this store's own matrix, the filter's rows found beforehand: the
         memory store has no client, so this is its engine call (and the exact floor)."""

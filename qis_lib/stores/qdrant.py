@@ -230,6 +230,16 @@ class QdrantStore(Store):
     def count(self) -> int:
         return self._call(lambda c: c.count(self.collection_name, exact=True).count)
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        ids: list[str] = []
+        offset = None
+        while True:
+            records, offset = self._call(lambda c: c.scroll(self.collection_name, limit=page, offset=offset,
+                                                            with_payload=False, with_vectors=False))
+            ids.extend(str(r.id) for r in records)
+            if offset is None:
+                return ids
+
     def close(self) -> None:
         for client in self._clients:
             client.close()

@@ -123,6 +123,19 @@ class QdrantEdgeStore(Store):
         with self._lock:
             return self.shard.count(qe.CountRequest(exact=True))
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        import qdrant_edge as qe
+
+        ids: list[str] = []
+        offset = None
+        with self._lock:
+            while True:
+                records, offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=page, with_payload=False,
+                                                                     with_vector=False))
+                ids.extend(str(r.id) for r in records)
+                if offset is None:
+                    return ids
+
     def optimize(self) -> bool:
         """Build HNSW and payload indexes over everything written so far (synchronous)."""
         with self._lock:
