@@ -303,6 +303,7 @@ def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: 
     """
     with open(ledger_path, encoding="utf-8") as f:
         ledger = json.load(f)
+    preload_client(store)  # so that a kill "during the open" lands in the store's recovery, not in imports
     print("open", flush=True)
     started = time.perf_counter()
     router = make_router(store, embedder="hash", **options)
@@ -333,6 +334,22 @@ def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: 
     print("close", flush=True)
     router.close()
     print("closed", flush=True)
+
+
+def preload_client(store: str) -> None:
+    """Import the store's client now (a child's open then times recovery, not imports).
+
+    jsonschema builds an IRI grammar (package rfc3987_syntax) when imported, which chromadb
+    does: about 2.5 s of a child's start on a quiet machine and 9 s on a loaded one, in every
+    one of hundreds of children. No store validates IRIs, so the children skip it.
+    """
+    import importlib
+
+    from ..stores.registry import store_spec
+
+    sys.modules.setdefault("rfc3987_syntax", None)  # jsonschema then leaves out its "iri" format check
+    for module in store_spec(store).requires:
+        importlib.import_module(module)
 
 
 class _Child:
