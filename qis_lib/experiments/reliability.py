@@ -294,7 +294,11 @@ KILL_PLANS = {
 }
 
 
-def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: dict) -> None:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: dict, emit=_print) -> None:
     """Child of a kill cycle: open, check the ledger's acknowledged packets, then write (see above).
 
     `ledger_path`: JSON {"acked": [[writer, index], ...], "in_flight": [[writer, index], ...]}.
@@ -304,19 +308,19 @@ def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: 
     with open(ledger_path, encoding="utf-8") as f:
         ledger = json.load(f)
     preload_client(store)  # so that a kill "during the open" lands in the store's recovery, not in imports
-    print("open", flush=True)
+    emit("open")
     started = time.perf_counter()
     router = make_router(store, embedder="hash", **options)
     opened = time.perf_counter() - started
-    print("opened", flush=True)
+    emit("opened")
     acked = [make_packet(w, i) for w, i in ledger["acked"]]
     in_flight = [make_packet(w, i) for w, i in ledger["in_flight"]]
     sent = {p.packet_id: p for p in acked + in_flight}
     started = time.perf_counter()
     report = check_loss(store, [p.packet_id for p in acked], sent, (), [p.packet_id for p in in_flight],
                         router.store.get, router.store.count, stored_ids=router.store.scroll_ids)
-    print("check", json.dumps({**report.row(), "open_seconds": round(opened, 3),
-                               "check_seconds": round(time.perf_counter() - started, 3)}), flush=True)
+    emit("check " + json.dumps({**report.row(), "open_seconds": round(opened, 3),
+                                "check_seconds": round(time.perf_counter() - started, 3)}))
     if plan.get("check_only"):
         router.close()
         return
@@ -324,16 +328,16 @@ def cycle_child(store: str, options: dict, ledger_path: str, writer: str, plan: 
     for index in range(count):
         packet = make_packet(writer, index)
         router.deposit(packet)
-        print(f"ack {index}", flush=True)
+        emit(f"ack {index}")
         if plan.get("retry_every") and index % plan["retry_every"] == 0:
             router.deposit(make_packet(writer, index // 2))  # a retried deposit: must not duplicate
         if plan.get("optimize_every") and (index + 1) % plan["optimize_every"] == 0:
-            print("optimize", flush=True)
+            emit("optimize")
             router.store.after_bulk_load()
-            print("optimized", flush=True)
-    print("close", flush=True)
+            emit("optimized")
+    emit("close")
     router.close()
-    print("closed", flush=True)
+    emit("closed")
 
 
 def preload_client(store: str) -> None:
@@ -383,6 +387,10 @@ class _Child:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
 
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
     def finish(self) -> tuple[list[str], str]:
         """Wait for the process and return the lines not read yet and its stderr's tail."""
         self.process.wait()
@@ -397,6 +405,79 @@ class _Child:
         tail = self._stderr.read()[-1500:]
         self._stderr.close()
         return rest, tail
+
+
+def _forked_cycle(conn, store: str, options: dict, ledger_path: str, writer: str, plan: dict) -> None:
+    """A kill-cycle child forked from the fork server: its lines go through `conn`."""
+    import traceback
+
+    try:
+        cycle_child(store, options, ledger_path, writer, plan, emit=conn.send)
+    except BaseException:
+        conn.send("error " + traceback.format_exc()[-1500:])
+        raise SystemExit(1)
+
+
+class _ForkedChild:
+    """A kill-cycle child forked from a fork server that has the store's client imported already.
+
+    Hundreds of children each importing chromadb (seconds each, far more on a loaded machine)
+    would make the import the experiment; forked from a preloaded server, a child starts at
+    once and its time goes to opening, checking and writing. Same interface as `_Child`.
+    """
+
+    _context = None
+
+    @classmethod
+    def context(cls, store: str):
+        import multiprocessing
+
+        if cls._context is None:
+            from ..stores.registry import store_spec
+
+            cls._context = multiprocessing.get_context("forkserver")
+            cls._context.set_forkserver_preload([__name__, *store_spec(store).requires])
+        return cls._context
+
+    def __init__(self, store: str, options: dict, ledger_path: str, writer: str, plan: dict):
+        ctx = self.context(store)
+        self._conn, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_forked_cycle, args=(send, store, options, ledger_path, writer, plan),
+                                   daemon=True)
+        self.process.start()
+        send.close()
+        self._error = ""
+
+    def next_line(self, timeout: float) -> str | None | bool:
+        try:
+            if not self._conn.poll(max(0.0, timeout)):
+                return False
+            line = self._conn.recv()
+        except (EOFError, OSError):  # the child is gone (a message cut short by the kill too)
+            return None
+        if line.startswith("error "):
+            self._error = line[6:]
+            return self.next_line(timeout)
+        return line
+
+    def kill(self) -> None:
+        if self.process.exitcode is None:
+            self.process.kill()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def finish(self) -> tuple[list[str], str]:
+        self.process.join()
+        rest = []
+        while True:
+            line = self.next_line(0)
+            if line is None or line is False:
+                break
+            rest.append(line)
+        self._conn.close()
+        return rest, self._error
 
 
 def _killable_server(ctx: ModeContext):
@@ -428,8 +509,7 @@ class KillCycles:
     def _spawn(self, writer: str, plan: dict) -> _Child:
         ledger = self.folder / "ledger.json"
         ledger.write_text(json.dumps({"acked": self.acked, "in_flight": self.in_flight}))
-        return _Child(["cycle", "--store", self.store, "--options", json.dumps(self.options), "--ledger", str(ledger),
-                       "--writer", writer, "--plan", json.dumps(plan)], self.folder / "child-stderr.txt")
+        return _ForkedChild(self.store, self.options, str(ledger), writer, plan)
 
     def check(self) -> dict:
         """A child that opens the store and checks it, nothing else (the campaign's last word)."""
@@ -458,67 +538,71 @@ class KillCycles:
         nth_optimize = rng.randint(1, 3)
         fraction = rng.random()
         child = self._spawn(writer, plan)
-        started = time.monotonic()
-        deadline = started + self.timeout
-        kill_at = None
-        phase, marks, acks, optimizes, check, victim = "start", {}, [], 0, None, None
+        try:
+            started = time.monotonic()
+            deadline = started + self.timeout
+            kill_at = None
+            phase, marks, acks, optimizes, check, victim = "start", {}, [], 0, None, None
 
-        def kill(what: str) -> None:
-            nonlocal victim
-            if victim is None:
-                victim = what
-                if what == "server":
-                    self.server.kill()
-                else:
-                    child.kill()
+            def kill(what: str) -> None:
+                nonlocal victim
+                if victim is None:
+                    victim = what
+                    if what == "server":
+                        self.server.kill()
+                    else:
+                        child.kill()
 
-        while True:
-            now = time.monotonic()
-            if now > deadline:
-                child.kill()
-                _, err = child.finish()
-                raise RuntimeError(f"{self.kind} cycle {number} did not end within {self.timeout}s: {err}")
-            if kill_at is not None and now >= kill_at:
-                kill("writer")
-                kill_at = None
-            wait = (kill_at if kill_at is not None else deadline) - now
-            line = child.next_line(min(wait, 1.0) if victim != "server" else 5.0)
-            if line is False:
-                if victim == "server":  # the client may block on the dead server: end it
+            while True:
+                now = time.monotonic()
+                if now > deadline:
                     child.kill()
-                continue
-            if line is None:
-                break
-            word, _, rest = line.partition(" ")
-            now = time.monotonic()
-            if word in ("opened", "optimized", "closed"):
-                began = {"opened": "open", "optimized": "optimize", "closed": "close"}[word]
-                seconds = now - marks[began]
-                self.estimates[began] = 0.7 * self.estimates[began] + 0.3 * seconds
-            marks[word] = now
-            if victim is None:
-                phase = word
-            if word == "open" and kind == "open":
-                kill_at = now + fraction * self.estimates["open"] * 1.2
-            elif word == "check":
-                check = json.loads(rest)
-                if kind == "time":
-                    kill_at = now + fraction * 1.0
-            elif word == "ack":
-                acks.append(int(rest))
-                if kind == "acks" and len(acks) >= target_acks:
+                    _, err = child.finish()
+                    raise RuntimeError(f"{self.kind} cycle {number} did not end within {self.timeout}s: {err}")
+                if kill_at is not None and now >= kill_at:
                     kill("writer")
-                elif kind == "server" and len(acks) >= target_acks:
-                    kill("server")
-            elif word == "optimize":
-                optimizes += 1
-                if kind == "optimize" and optimizes == nth_optimize:
-                    kill_at = now + fraction * self.estimates["optimize"]
-            elif word == "close" and kind == "close":
-                kill_at = now + fraction * self.estimates["close"]
+                    kill_at = None
+                wait = (kill_at if kill_at is not None else deadline) - now
+                line = child.next_line(min(wait, 1.0) if victim != "server" else 5.0)
+                if line is False:
+                    if victim == "server":  # the client may block on the dead server: end it
+                        child.kill()
+                    continue
+                if line is None:
+                    break
+                word, _, rest = line.partition(" ")
+                now = time.monotonic()
+                if word in ("opened", "optimized", "closed"):
+                    began = {"opened": "open", "optimized": "optimize", "closed": "close"}[word]
+                    seconds = now - marks[began]
+                    self.estimates[began] = 0.7 * self.estimates[began] + 0.3 * seconds
+                marks[word] = now
+                if victim is None:
+                    phase = word
+                if word == "open" and kind == "open":
+                    kill_at = now + fraction * self.estimates["open"] * 1.2
+                elif word == "check":
+                    check = json.loads(rest)
+                    if kind == "time":
+                        kill_at = now + fraction * 1.0
+                elif word == "ack":
+                    acks.append(int(rest))
+                    if kind == "acks" and len(acks) >= target_acks:
+                        kill("writer")
+                    elif kind == "server" and len(acks) >= target_acks:
+                        kill("server")
+                elif word == "optimize":
+                    optimizes += 1
+                    if kind == "optimize" and optimizes == nth_optimize:
+                        kill_at = now + fraction * self.estimates["optimize"]
+                elif word == "close" and kind == "close":
+                    kill_at = now + fraction * self.estimates["close"]
+        except BaseException:
+            child.kill()  # never leave a child behind
+            raise
         child.kill()
         _, err = child.finish()
-        code = child.process.returncode
+        code = child.returncode
         if victim is None and code != 0:
             raise RuntimeError(f"{self.kind} cycle {number}: the child failed with exit code {code} "
                                f"in phase {phase!r}: {err}")
@@ -654,6 +738,8 @@ def persistent_modes() -> list[str]:
 
 
 def run_cycles_cli(args, argv) -> None:
+    # A campaign stopped with SIGTERM unwinds: its child is killed, its server stopped, its folder removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kinds = args.kinds or persistent_modes()
     out = Path(args.out) if args.out else None
     if out is not None:

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, check_dim, lock_folder
+from .contract import Capabilities, FolderManifest, QueryFilter, Store, check_dim, lock_folder, opening_error
 
 
 QUERY_ATTEMPTS = 3
@@ -93,7 +93,11 @@ class ChromaStore(Store):
                 session.timeout = httpx.Timeout(timeout)
         elif path is not None:
             self._lock_file = lock_folder(str(path), "chroma")
-            self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+            try:
+                self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+            except Exception as exc:
+                self.close()
+                raise opening_error("chroma", str(path), exc) from exc
         else:
             self.client = chromadb.EphemeralClient(settings=settings)
         self._ephemeral = path is None and url is None
@@ -104,16 +108,34 @@ class ChromaStore(Store):
         self.url, self.path = url, path
         self.capabilities = Capabilities(persistent=url is not None or path is not None,
                                          shared=url is not None, server=url is not None)
-        self.collection = self.client.get_or_create_collection(
-            collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
-        )
-        self._max_batch = self.client.get_max_batch_size()
+        self._manifest = FolderManifest(str(path), "chroma") if path is not None else None
+        try:
+            self.collection = self.client.get_or_create_collection(
+                collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+            )
+            self._max_batch = self.client.get_max_batch_size()
+            count = self.count() if self._manifest is not None else 0
+        except Exception as exc:
+            if path is None:
+                raise
+            self._manifest = None  # closing a store that failed to open must not overwrite the manifest
+            self.close()
+            raise opening_error("chroma", str(path), exc) from exc
+        if self._manifest is not None:
+            try:
+                self._manifest.check(count)
+            except Exception:
+                self._manifest = None
+                self.close()
+                raise
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         metadatas = [_to_metadata(p) for p in payloads]
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
             self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+        if self._manifest is not None:
+            self._manifest.after_write(self.count)
 
     def _native_query(self, vectors: np.ndarray, top_k: int, where: dict):
         return self.collection.query(query_embeddings=vectors, n_results=top_k, where=where,
@@ -147,6 +169,8 @@ class ChromaStore(Store):
         return out
 
     def _delete(self, ids: list[str]) -> None:
+        if self._manifest is not None:
+            self._manifest.before_delete(len(ids))
         for start in range(0, len(ids), self._max_batch):
             self.collection.delete(ids=ids[start:start + self._max_batch])
 
@@ -165,7 +189,9 @@ class ChromaStore(Store):
         """Release the client; an ephemeral store deletes its collection, a path its lock."""
         # PersistentClient keeps its SQLite files open until the process ends; dropping
         # our references is all a client can do.
-        if self._ephemeral and self.collection is not None:
+        if getattr(self, "_manifest", None) is not None and getattr(self, "collection", None) is not None:
+            self._manifest.record(self.count())
+        if getattr(self, "_ephemeral", False) and getattr(self, "collection", None) is not None:
             self.client.delete_collection(self.collection.name)  # free its memory
         self.collection = None
         self.client = None

@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids,
+                       opening_error)
 
 
 def edge_filter(flt: QueryFilter):
@@ -55,6 +56,8 @@ class QdrantEdgeStore(Store):
         self.capabilities = Capabilities(persistent=self._tmpdir is None)
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
         exists = os.path.isdir(os.path.join(self.path, "wal"))
+        if not exists and os.path.isdir(os.path.join(self.path, "segments")):
+            raise opening_error("qdrant-edge", self.path, FileNotFoundError("segments/ without the wal/ folder"))
         try:
             # load() with a config checks that the stored vectors have our size.
             self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
@@ -63,16 +66,29 @@ class QdrantEdgeStore(Store):
                 raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
             if "incompatible" in str(exc):
                 raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
-            raise
-        stored = self.shard.info()
-        if payload_index:
-            schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
-                      "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
-            for field, kind in schema.items():
-                if field not in stored.payload_schema:
-                    self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
-        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+            raise opening_error("qdrant-edge", self.path, exc) from exc
         self._lock = threading.RLock()  # close() must not race a query
+        # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
+        self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
+        try:
+            stored = self.shard.info()
+            if payload_index:
+                schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
+                          "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
+                for field, kind in schema.items():
+                    if field not in stored.payload_schema:
+                        self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
+            count = self.count()
+        except Exception as exc:
+            self.shard.close()
+            raise opening_error("qdrant-edge", self.path, exc) from exc
+        if self._manifest is not None:
+            try:
+                self._manifest.check(count)
+            except Exception:
+                self.shard.close()
+                raise
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -89,6 +105,8 @@ class QdrantEdgeStore(Store):
         points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
+            if self._manifest is not None:
+                self._manifest.after_write(self.count)
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         request = self._request(vector, top_k, flt)
@@ -105,6 +123,8 @@ class QdrantEdgeStore(Store):
         import qdrant_edge as qe
 
         with self._lock:
+            if self._manifest is not None:
+                self._manifest.before_delete(len(ids))
             self.shard.update(qe.UpdateOperation.delete_points(ids))
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
@@ -149,6 +169,8 @@ class QdrantEdgeStore(Store):
         """Flush the write-ahead log and segments to disk, then release the folder."""
         with self._lock:
             if self.shard is not None:
+                if self._manifest is not None:
+                    self._manifest.record(self.count())
                 self.shard.flush()
                 self.shard.close()
                 self.shard = None
