@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids,
+                       opening_error)
 
 
 def qdrant_filter(flt: QueryFilter):
@@ -120,14 +121,34 @@ class QdrantStore(Store):
                     raise StoreBusyError(
                         f"{path} is open in another qdrant-client (local mode allows one process at a time); "
                         "close it, or use a Qdrant server to share a store") from None
-                raise
+                if path is None:
+                    raise
+                raise opening_error("qdrant", str(path), exc) from exc
+            except Exception as exc:  # local mode unpickles every point on open
+                if path is None:
+                    raise
+                raise opening_error("qdrant", str(path), exc) from exc
             self._clients = [client]
             self.capabilities = Capabilities(persistent=path is not None)
             # Local mode has no locking between threads (qdrant-client#1193).
             self._lock = threading.RLock()
         self._active = 0
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
-        self._call(self._ensure_collection, payload_index)
+        self._manifest = FolderManifest(str(path), "qdrant") if path is not None else None
+        if self._manifest is None:
+            self._call(self._ensure_collection, payload_index)
+            return
+        try:
+            self._call(self._ensure_collection, payload_index)
+            count = self.count()
+        except Exception as exc:
+            self._clients[0].close()
+            raise opening_error("qdrant", str(path), exc) from exc
+        try:
+            self._manifest.check(count)
+        except Exception:
+            self._clients[0].close()
+            raise
 
     @property
     def client(self):
@@ -183,6 +204,8 @@ class QdrantStore(Store):
         batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
         # wait=True: the server answers once the change has been applied, so an ack means stored.
         self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+        if self._manifest is not None:
+            self._manifest.after_write(self.count)
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
@@ -206,6 +229,8 @@ class QdrantStore(Store):
         from qdrant_client import models
 
         selector = models.PointIdsList(points=ids)
+        if self._manifest is not None:
+            self._manifest.before_delete(len(ids))
         self._call(lambda c: c.delete(self.collection_name, points_selector=selector, wait=True))
 
     def after_bulk_load(self, timeout: float = 600.0) -> None:
@@ -241,5 +266,8 @@ class QdrantStore(Store):
                 return ids
 
     def close(self) -> None:
+        if self._manifest is not None:
+            self._manifest.record(self.count())
+            self._manifest = None  # closing twice must not count a closed client
         for client in self._clients:
             client.close()
