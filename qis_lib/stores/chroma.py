@@ -68,6 +68,7 @@ class ChromaStore(Store):
         if path is not None and url is not None:
             raise ValueError("give chroma either path= (embedded) or url= (server), not both")
         self._lock_file = None
+        self._timeout = timeout
         self.dim = check_dim(dim)
         settings = Settings(anonymized_telemetry=False)
         if url is not None:
@@ -133,13 +134,14 @@ class ChromaStore(Store):
         metadatas = [_to_metadata(p) for p in payloads]
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
-            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+            self._guard("an upsert", lambda: self.collection.upsert(
+                ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end]))
         if self._manifest is not None:
             self._manifest.after_write(self.count)
 
     def _native_query(self, vectors: np.ndarray, top_k: int, where: dict):
-        return self.collection.query(query_embeddings=vectors, n_results=top_k, where=where,
-                                     include=["metadatas", "distances"])
+        return self._guard("a query", lambda: self.collection.query(
+            query_embeddings=vectors, n_results=top_k, where=where, include=["metadatas", "distances"]))
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         where = chroma_where(flt)
@@ -164,7 +166,8 @@ class ChromaStore(Store):
     def _get(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for start in range(0, len(ids), self._max_batch):
-            result = self.collection.get(ids=ids[start:start + self._max_batch], include=["metadatas"])
+            result = self._guard("a get", lambda: self.collection.get(ids=ids[start:start + self._max_batch],
+                                                                     include=["metadatas"]))
             out.update({i: _from_metadata(m) for i, m in zip(result["ids"], result["metadatas"])})
         return out
 
@@ -172,10 +175,22 @@ class ChromaStore(Store):
         if self._manifest is not None:
             self._manifest.before_delete(len(ids))
         for start in range(0, len(ids), self._max_batch):
-            self.collection.delete(ids=ids[start:start + self._max_batch])
+            self._guard("a delete", lambda: self.collection.delete(ids=ids[start:start + self._max_batch]))
 
     def count(self) -> int:
-        return self.collection.count()
+        return self._guard("a count", self.collection.count)
+
+    def _guard(self, what: str, call):
+        """call(); on a server, a request that got no answer becomes a ConnectionError naming the server."""
+        if self.url is None:
+            return call()
+        import httpx
+
+        try:
+            return call()
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise ConnectionError(f"the Chroma server at {self.url} did not answer {what} within {self._timeout}s "
+                                  f"({type(exc).__name__}: {exc})") from exc
 
     def scroll_ids(self, page: int = 1000) -> list[str]:
         ids: list[str] = []
