@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import pandas as pd
 from ..core.router import make_router
 from ..stores import ModeContext
 from .ledger import check_loss
-from .reliability import _Child, make_packet, mode_options, runnable_modes
+from .reliability import _Child, _ForkedChild, make_packet, mode_options, runnable_modes
 
 COLLECTION = "damage"
 WRITER = "damage"
@@ -112,18 +111,41 @@ def probe_child(store: str, options: dict, count: int) -> None:
     print(json.dumps(report.row()), flush=True)
 
 
-def _run(args: list[str], timeout: float) -> tuple[int | None, str, str, float]:
-    started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "qis_lib.experiments.damage", *args], text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+def _forked_probe(conn, store: str, options: dict, count: int) -> None:
+    import contextlib as _contextlib
+    import io
+
+    out = io.StringIO()
     try:
-        out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        out, err = child.communicate()
-        return None, out, err, time.monotonic() - started
-    return child.returncode, out, err, time.monotonic() - started
+        with _contextlib.redirect_stdout(out):
+            probe_child(store, options, count)
+    except BaseException as exc:
+        conn.send(("err", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+        raise SystemExit(1)
+    conn.send(("out", out.getvalue()))
+
+
+def _run(store: str, options: dict, count: int, timeout: float) -> tuple[int | None, str, str, float]:
+    """Probe in a child forked from a server that has the clients imported: (exit code or None
+    on a hang, stdout, error text, seconds). A segfault shows as a negative exit code."""
+    ctx = _ForkedChild.context(*FILE_KINDS)
+    started = time.monotonic()
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_forked_probe, args=(send, store, options, count), daemon=True)
+    child.start()
+    send.close()
+    child.join(timeout)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return None, "", "", time.monotonic() - started
+    out = err = ""
+    with contextlib.suppress(EOFError, OSError):
+        if receive.poll(0):
+            kind, text = receive.recv()
+            out, err = (text, "") if kind == "out" else ("", text)
+    receive.close()
+    return child.exitcode, out, err, time.monotonic() - started
 
 
 def make_template(kind: str, folder: Path, acks: int = 60, timeout: float = 180.0) -> int:
@@ -168,8 +190,7 @@ def verdict(code: int | None, out: str, err: str, folder: str, acked: int) -> tu
     if code < 0:
         return "crash", f"signal {signal.Signals(-code).name}"
     if code != 0:
-        last = [line for line in err.strip().splitlines() if line.strip()]
-        message = last[-1] if last else f"exit code {code}"
+        message = err or f"exit code {code}"
         return ("error" if folder in err else "error-unnamed"), message[:300]
     report = json.loads(out.strip().splitlines()[-1])
     detail = (f"found {report['found']}/{acked}, changed {report['corrupted']}, count {report['store_count']}, "
@@ -211,8 +232,7 @@ def damage_runs(kinds: list[str] | None = None, damages: tuple[str, ...] = DAMAG
                         continue
                     damage_file(target, how)
                     case_options = {**options, "path": str(case_dir)}
-                    code, out, err, seconds = _run(["probe", "--store", store, "--options", json.dumps(case_options),
-                                                    "--count", str(acked)], timeout)
+                    code, out, err, seconds = _run(store, case_options, acked, timeout)
                     result, detail = verdict(code, out, err, str(case_dir), acked)
                     rows.append({"mode": kind, "file": file_kind, "damage": how, "verdict": result,
                                  "detail": detail.replace(str(case), "FOLDER"), "seconds": round(seconds, 2)})

@@ -429,14 +429,15 @@ class _ForkedChild:
     _context = None
 
     @classmethod
-    def context(cls, store: str):
+    def context(cls, *stores: str):
+        """The fork server's context; the first call decides what it preloads (the stores' clients)."""
         import multiprocessing
 
         if cls._context is None:
             from ..stores.registry import store_spec
 
             cls._context = multiprocessing.get_context("forkserver")
-            cls._context.set_forkserver_preload([__name__, *store_spec(store).requires])
+            cls._context.set_forkserver_preload([__name__, *(m for s in stores for m in store_spec(s).requires)])
         return cls._context
 
     def __init__(self, store: str, options: dict, ledger_path: str, writer: str, plan: dict):
