@@ -15,10 +15,12 @@ does its id go to the `Ledger`. After the experiment (a kill, a restart, many th
 - phantoms: ids in the store that nobody sent, when the caller can list the store's ids
   (then `scrolled`, how many ids a full scroll listed, must equal the store's count).
 
-Both the failover experiment and the reliability experiments use it.
+Both the failover experiment and the reliability experiments use it; `check_history`
+reads a Jepsen-style history (ok / fail / info per operation) into the same check.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -166,4 +168,69 @@ def check_store(verifier: str, store, acked_ids: Iterable[str], sent: Mapping[st
     return check_loss(verifier, acked_ids, sent, failed_ids, timeout_ids, store.get, store.count)
 
 
-__all__ = ["Ledger", "LossReport", "check_loss", "check_store"]
+OUTCOMES = ("ok", "fail", "info")  # Jepsen's words: acknowledged, definitely not applied, unknown
+
+
+class History:
+    """Append-only record of every deposit's outcome, one JSON line per completed operation.
+
+    Each line is {"process", "id", "type", "t"}; `type` is "ok" (acknowledged), "fail" (an
+    error that means the write did not happen) or "info" (a timeout, or a write cut off by a
+    crash: it may or may not have happened). Written and flushed as each operation ends, so
+    several processes can each keep one and the record outlives them. Safe to share between threads.
+    """
+
+    def __init__(self, path: str | os.PathLike, process: str):
+        self.path, self.process = Path(path), process
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def record(self, packet_id: str, outcome: str, t: float) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        with self._lock:
+            self._file.write(json.dumps({"process": self.process, "id": packet_id, "type": outcome,
+                                         "t": round(t, 4)}) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    @staticmethod
+    def read(paths: Iterable[str | os.PathLike]) -> list[dict]:
+        """Every operation of the given history files (a line cut off by a crash is left out)."""
+        ops = []
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    with contextlib.suppress(ValueError):
+                        ops.append(json.loads(line))
+        return ops
+
+
+def check_history(verifier: str, ops: Iterable[Mapping[str, Any]], sent: Mapping[str, OutcomePacket],
+                  get: Callable[[list[str]], dict[str, dict]], count: Callable[[], int],
+                  stored_ids: Callable[[], Iterable[str]] | None = None) -> LossReport:
+    """Jepsen's lost-write check over a history of deposits, after recovery.
+
+    An id is acknowledged if any of its operations is "ok" (a retry that succeeded counts);
+    else indeterminate if any is "info"; else failed. Then `check_loss`: an acknowledged id
+    not readable now is lost; indeterminate ones are counted apart, never as lost or as
+    success; `sent` ids a history never mentions were in flight when a process died, so
+    they are indeterminate too.
+    """
+    by_id: dict[str, set[str]] = {}
+    for op in ops:
+        if op["type"] not in OUTCOMES:
+            raise ValueError(f"operation type must be one of {OUTCOMES}, got {op!r}")
+        by_id.setdefault(op["id"], set()).add(op["type"])
+    acked = [pid for pid, kinds in by_id.items() if "ok" in kinds]
+    info = [pid for pid, kinds in by_id.items() if "ok" not in kinds and "info" in kinds]
+    failed = [pid for pid, kinds in by_id.items() if kinds == {"fail"}]
+    unrecorded = [pid for pid in sent if pid not in by_id]
+    return check_loss(verifier, acked, sent, failed, info + unrecorded, get, count, stored_ids=stored_ids)
+
+
+__all__ = ["History", "Ledger", "LossReport", "OUTCOMES", "check_history", "check_loss", "check_store"]
