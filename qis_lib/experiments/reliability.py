@@ -611,7 +611,7 @@ class KillCycles:
             self.server.start()  # same folder, same port
         # What this cycle acknowledged, and the deposit that may have been in flight.
         self.acked.extend((writer, i) for i in acks)
-        if phase not in ("closed", "start", "open", "opened", "check"):
+        if phase not in ("start", "open", "opened", "closed"):  # after "check" a deposit may be under way
             self.in_flight.append((writer, max(acks, default=-1) + 1))
         row = {"kind": self.kind, "cycle": number, "plan": kind, "killed": victim or "exited",
                "phase_at_kill": phase if victim else "exited", "acks": len(acks),
@@ -620,6 +620,12 @@ class KillCycles:
             row.update({f"check_{k}": v for k, v in check.items() if k not in ("verifier", "lost_ids")})
             row["check_lost_ids"] = ",".join(check.get("lost_ids", []))
         return row
+
+
+CYCLE_COLUMNS = ["kind", "cycle", "plan", "killed", "phase_at_kill", "acks", "acknowledged_total", "seconds",
+                 *(f"check_{k}" for k in ("acknowledged", "found", "lost", "corrupted", "duplicated", "failed",
+                                          "failed_but_stored", "indeterminate", "indeterminate_stored", "store_count",
+                                          "phantoms", "scrolled", "open_seconds", "check_seconds", "lost_ids"))]
 
 
 def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60, csv_path: Path | None = None,
@@ -648,8 +654,9 @@ def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60,
                        **{f"check_{k}": v for k, v in check.items() if k not in ("verifier", "lost_ids")},
                        "check_lost_ids": ",".join(check.get("lost_ids", []))}
             rows.append(row)
-            if csv_path is not None:
-                pd.DataFrame([row]).to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
+            if csv_path is not None:  # every row has every column (a cycle killed while opening checked nothing)
+                pd.DataFrame([row], columns=CYCLE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.exists(),
+                                                                  index=False)
             if progress:
                 print(kind, number, row["plan"], row["phase_at_kill"], "acked", row["acknowledged_total"],
                       "lost", row.get("check_lost"), "phantoms", row.get("check_phantoms"), flush=True)
