@@ -128,7 +128,7 @@ def _forked_probe(conn, store: str, options: dict, count: int) -> None:
 def _run(store: str, options: dict, count: int, timeout: float) -> tuple[int | None, str, str, float]:
     """Probe in a child forked from a server that has the clients imported: (exit code or None
     on a hang, stdout, error text, seconds). A segfault shows as a negative exit code."""
-    ctx = _ForkedChild.context(*FILE_KINDS)
+    ctx = _ForkedChild.context()
     started = time.monotonic()
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_forked_probe, args=(send, store, options, count), daemon=True)

@@ -429,19 +429,18 @@ class _ForkedChild:
     _context = None
 
     @classmethod
-    def context(cls, *stores: str):
-        """The fork server's context; the first call decides what it preloads (the stores' clients)."""
+    def context(cls):
+        """The fork server's context, preloading this module and every runnable store's client."""
         import multiprocessing
 
         if cls._context is None:
-            from ..stores.registry import store_spec
-
+            clients = dict.fromkeys(m for spec, _ in runnable_modes().values() for m in spec.requires)
             cls._context = multiprocessing.get_context("forkserver")
-            cls._context.set_forkserver_preload([__name__, *(m for s in stores for m in store_spec(s).requires)])
+            cls._context.set_forkserver_preload([__name__, *clients])
         return cls._context
 
     def __init__(self, store: str, options: dict, ledger_path: str, writer: str, plan: dict):
-        ctx = self.context(store)
+        ctx = self.context()
         self._conn, send = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=_forked_cycle, args=(send, store, options, ledger_path, writer, plan),
                                    daemon=True)
