@@ -169,8 +169,8 @@ def full_disk_runs(kinds: list[str] | None = None, methods=("rlimit", "tmpfs"), 
             elif problem is not None:
                 rows.append({"mode": kind, "method": "tmpfs", "writer": "skipped", "error": problem})
             else:
-                # qdrant-edge preallocates 32 MiB write-ahead log segments: its tmpfs must hold two
-                size_mb = 80 if kind == "qdrant-edge" else 8
+                # qdrant-edge preallocates 32 MiB write-ahead log segments and keeps 96 MiB free
+                size_mb = 200 if kind == "qdrant-edge" else 8
                 done = subprocess.run(["unshare", "-rm", sys.executable, "-m", "qis_lib.experiments.fulldisk",
                                        "tmpfs-inner", "--kind", kind, "--size-mb", str(size_mb)],
                                       capture_output=True, text=True, timeout=1200)

@@ -181,9 +181,17 @@ class ChromaStore(Store):
         return self._guard("a count", self.collection.count)
 
     def _guard(self, what: str, call):
-        """call(); on a server, a request that got no answer becomes a ConnectionError naming the server."""
+        """call(); on a server, a request that got no answer becomes a ConnectionError naming the
+        server; in a folder, a write the disk refused becomes an OSError naming the folder."""
         if self.url is None:
-            return call()
+            try:
+                return call()
+            except Exception as exc:
+                text = str(exc)
+                if self.path is not None and ("disk" in text or "No space" in text or "too large" in text):
+                    raise OSError(f"the chroma store at {self.path} could not write {what}: the disk refused it "
+                                  f"(is it full?): {' '.join(text.split())[:300]}") from exc
+                raise
         import httpx
 
         try:

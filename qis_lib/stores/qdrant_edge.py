@@ -10,6 +10,7 @@ write-ahead log. That survives a crash of the process (SIGKILL), not a power los
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -36,6 +37,22 @@ def edge_filter(flt: QueryFilter):
     if flt.exclude_agent is not None:
         must_not = [qe.FieldCondition("agent_id", match=qe.MatchValue(flt.exclude_agent))]
     return qe.Filter(must=must, must_not=must_not)
+
+
+# qdrant-edge writes through memory-mapped files: a write that finds the disk full kills the
+# process with SIGBUS (measured on a full tmpfs) instead of raising. So we refuse an upsert
+# while less than this much space is free: its write-ahead log grows in 32 MiB segments.
+MIN_FREE_BYTES = 96 << 20
+
+
+def free_space_problem(path: str, needed: int = MIN_FREE_BYTES) -> str | None:
+    """None if the file system of `path` has `needed` bytes free, else what is wrong."""
+    stats = os.statvfs(path)
+    free = stats.f_bavail * stats.f_frsize
+    if free >= needed:
+        return None
+    return (f"only {free / 2**20:.1f} MiB free on the disk of {path}; qdrant-edge needs {needed / 2**20:.0f} MiB free "
+            f"to write (its files are memory-mapped: a write into a full disk would kill the process)")
 
 
 class QdrantEdgeStore(Store):
@@ -103,6 +120,9 @@ class QdrantEdgeStore(Store):
         import qdrant_edge as qe
 
         points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
+        problem = free_space_problem(self.path)
+        if problem is not None:
+            raise OSError(errno.ENOSPC, problem)
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             if self._manifest is not None:
