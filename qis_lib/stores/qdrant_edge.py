@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids,
-                       opening_error)
+from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
+                       check_uuid_ids, opening_error)
 
 
 def edge_filter(flt: QueryFilter):
@@ -187,12 +187,20 @@ class QdrantEdgeStore(Store):
 
     def close(self) -> None:
         """Flush the write-ahead log and segments to disk, then release the folder."""
+        import qdrant_edge as qe
+
         with self._lock:
             if self.shard is not None:
-                if self._manifest is not None:
-                    self._manifest.record(self.count())
-                self.shard.flush()
-                self.shard.close()
-                self.shard = None
+                shard, self.shard = self.shard, None
+                try:
+                    if self._manifest is not None:
+                        self._manifest.record(shard.count(qe.CountRequest(exact=True)))
+                    shard.flush()
+                except Exception as exc:
+                    raise StoreDamagedError(f"could not flush the qdrant-edge store at {self.path} on close: its "
+                                            f"files are damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:600]})"
+                                            ) from exc
+                finally:
+                    shard.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
