@@ -709,6 +709,8 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--threads", type=int, default=8)
     pr.add_argument("--ops", type=int, default=200, help="operations per thread")
     pr.add_argument("--out", default=None)
+    tb = sub.add_parser("table", help="the README's reliability table from the committed results, as markdown")
+    tb.add_argument("--results", default="results/reliability")
     cs = sub.add_parser("cycles", help="kill cycles: one store folder killed and reopened again and again")
     cs.add_argument("--kinds", nargs="*", default=None, help="mode names (default: every persistent mode here)")
     cs.add_argument("--cycles", type=int, default=200)
@@ -725,6 +727,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "cycle":
         cycle_child(args.store, args.options, args.ledger, args.writer, args.plan)
+        return
+    if args.command == "table":
+        table = results_table(args.results).astype(str)
+        print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+        for row in table.itertuples(index=False):
+            print("| " + " | ".join(row) + " |")
         return
     if args.command == "agents":
         agents_child(args.store, args.options, args.process, args.threads, args.ops, args.history)
@@ -877,6 +885,61 @@ def processes_run(processes: int = 4, threads: int = 8, ops: int = 200, kill_aft
             "failed": report.failed, "failed_but_stored": report.failed_but_stored,
             "indeterminate": report.indeterminate, "indeterminate_stored": report.indeterminate_stored,
             "count": report.store_count, "scrolled": report.scrolled, "seconds": round(seconds, 1)}
+
+
+# --- the README's table, from the committed results ----------------------------------------
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def results_table(folder: str | os.PathLike) -> pd.DataFrame:
+    """One row per experiment whose CSVs are in `folder` (results/reliability/): experiment,
+    stores, operations or kills, acknowledged, lost, phantoms, time (wall clock of the run)."""
+    folder = Path(folder)
+    rows = []
+    cycles = sorted(folder.glob("cycles-*.csv"))
+    cycles = [c for c in cycles if not c.name.startswith("cycles-summary")]
+    if cycles:
+        summary = cycles_summary(pd.concat([pd.read_csv(c) for c in cycles]))
+        for r in summary.itertuples():
+            rows.append({"experiment": f"kill cycles, one folder reopened after each kill ({r.kills_by_phase})",
+                         "stores": r.kind, "operations or kills": f"{r.kills} kills ({r.server_kills} of the server)",
+                         "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
+                         "time": _minutes(r.seconds)})
+    if (folder / "processes.csv").exists():
+        r = pd.read_csv(folder / "processes.csv").iloc[0]
+        rows.append({"experiment": f"{r.processes} processes x {r.threads_per_process} threads through `chroma run`, "
+                                   f"server SIGKILLed once; history check ({r.failed} failed, {r.indeterminate} "
+                                   f"indeterminate, {r.indeterminate_stored} of them stored)",
+                     "stores": "chroma server", "operations or kills": f"{r.operations} ops, {r.server_kills} kill",
+                     "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
+                     "time": _minutes(r.seconds)})
+    if (folder / "damage.csv").exists():
+        d = pd.read_csv(folder / "damage.csv")
+        cases = d[d["damage"].notna() & ~d["verdict"].isin(["absent", "empty-file"])]
+        for mode, part in cases.groupby("mode", sort=False):
+            verdicts = ", ".join(f"{v} {n}" for v, n in part["verdict"].value_counts().items())
+            rows.append({"experiment": f"damaged folder: truncate / zero / garble / delete each file ({verdicts})",
+                         "stores": mode, "operations or kills": f"{len(part)} damaged copies",
+                         "acknowledged": "", "lost": int(part["verdict"].isin(["partial", "empty"]).sum()),
+                         "phantoms": "", "time": _minutes(float(part["seconds"].sum()))})
+    if (folder / "fulldisk.csv").exists():
+        for r in pd.read_csv(folder / "fulldisk.csv").itertuples():
+            rows.append({"experiment": f"full disk ({r.method}): writer {r.writer}, then space back: "
+                                       f"new deposits {getattr(r, 'new_deposits_found', '')}",
+                         "stores": r.mode, "operations or kills": "deposits until refused",
+                         "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
+                         "time": _minutes(float(r.seconds)) if pd.notna(r.seconds) else ""})
+    if (folder / "hung.csv").exists():
+        h = pd.read_csv(folder / "hung.csv")
+        for target, part in h.groupby("target", sort=False):
+            ok = int((part["within_limit"] & part["names_address"]).sum())
+            rows.append({"experiment": f"hung or slow server: calls failing within timeout + 1 s, naming the address "
+                                       f"({ok} of {len(part)}; slowest {part['seconds'].max():.1f} s)",
+                         "stores": target, "operations or kills": f"{len(part)} calls", "acknowledged": "",
+                         "lost": "", "phantoms": "", "time": _minutes(float(part["seconds"].sum()))})
+    return pd.DataFrame(rows)
 
 
 def persistent_modes() -> list[str]:
