@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import pandas as pd
 from ..core.router import make_router
 from ..stores import ModeContext
 from .ledger import check_loss
-from .reliability import _Child, _ForkedChild, make_packet, mode_options, runnable_modes
+from .reliability import _Child, _ForkedChild, make_packet, mode_options, runnable_modes, save_results
 
 COLLECTION = "damage"
 WRITER = "damage"
@@ -260,9 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = damage_runs(args.kinds, timeout=args.timeout, progress=True)
     print(frame.to_string(index=False))
     if args.out:
-        command = "python -m qis_lib.experiments.damage " + " ".join(argv if argv is not None else sys.argv[1:])
-        frame.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
-                     wall_seconds=round(time.time() - started, 1)).to_csv(Path(args.out) / "damage.csv", index=False)
+        save_results(frame, args.out, "damage.csv", "qis_lib.experiments.damage", argv, started)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import resource
 import shutil
 import signal
@@ -37,7 +36,7 @@ from ..core.router import make_router
 from ..stores import ModeContext
 from .damage import path_modes
 from .ledger import check_loss
-from .reliability import make_packet, mode_options
+from .reliability import make_packet, mode_options, save_results
 
 WRITER = "full"
 
@@ -215,10 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         frame = full_disk_runs(args.kinds, tuple(args.methods), progress=True)
         print(frame.to_string(index=False))
         if args.out:
-            command = "python -m qis_lib.experiments.fulldisk " + " ".join(argv if argv is not None else sys.argv[1:])
-            frame.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
-                         wall_seconds=round(time.time() - started, 1)).to_csv(Path(args.out) / "fulldisk.csv",
-                                                                              index=False)
+            save_results(frame, args.out, "fulldisk.csv", "qis_lib.experiments.fulldisk", argv, started)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from ..stores import QueryFilter, open_store
-from .reliability import make_packet
+from .reliability import make_packet, save_results
 
 
 class StallingProxy:
@@ -204,9 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = hung_runs()
     print(frame.to_string(index=False))
     if args.out:
-        command = "python -m qis_lib.experiments.hung " + " ".join(argv if argv is not None else sys.argv[1:])
-        frame.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
-                     wall_seconds=round(time.time() - started, 1)).to_csv(Path(args.out) / "hung.csv", index=False)
+        save_results(frame, args.out, "hung.csv", "qis_lib.experiments.hung", argv, started)
 
 
 if __name__ == "__main__":

@@ -356,6 +356,28 @@ def preload_client(store: str) -> None:
         importlib.import_module(module)
 
 
+def save_results(frame: pd.DataFrame, out: str | os.PathLike, name: str, module: str, argv: list[str] | None,
+                 started: float) -> Path:
+    """Write `frame` to out/name with the command that made it, the core count, the load average
+    at the end and the run's wall-clock seconds (since `started`, a time.time())."""
+    command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
+                 wall_seconds=round(time.time() - started, 1)).to_csv(path, index=False)
+    return path
+
+
+def _drain(child) -> list[str]:
+    """The lines a child's queue still holds (up to its end)."""
+    rest = []
+    while True:
+        line = child.next_line(0)
+        if line is None or line is False:
+            return rest
+        rest.append(line)
+
+
 class _Child:
     """A child process whose stdout lines arrive in a queue (so the parent can wait with a timeout)."""
 
@@ -395,12 +417,7 @@ class _Child:
         """Wait for the process and return the lines not read yet and its stderr's tail."""
         self.process.wait()
         self._reader.join(10)
-        rest = []
-        while True:
-            line = self.next_line(0)
-            if line is None or line is False:
-                break
-            rest.append(line)
+        rest = _drain(self)
         self._stderr.seek(0)
         tail = self._stderr.read()[-1500:]
         self._stderr.close()
@@ -470,12 +487,7 @@ class _ForkedChild:
 
     def finish(self) -> tuple[list[str], str]:
         self.process.join()
-        rest = []
-        while True:
-            line = self.next_line(0)
-            if line is None or line is False:
-                break
-            rest.append(line)
+        rest = _drain(self)
         self._conn.close()
         return rest, self._error
 
@@ -742,10 +754,8 @@ def main(argv: list[str] | None = None) -> None:
         row = processes_run(args.processes, args.threads, args.ops)
         print(json.dumps(row))
         if args.out:
-            command = "python -m qis_lib.experiments.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
-            pd.DataFrame([{**row, "command": command, "cores": os.cpu_count(),
-                           "load_at_end": round(os.getloadavg()[0], 2), "wall_seconds": round(time.time() - started, 1)}]
-                         ).to_csv(Path(args.out) / "processes.csv", index=False)
+            save_results(pd.DataFrame([row]), args.out, "processes.csv", "qis_lib.experiments.reliability", argv,
+                         started)
         return
     if args.command == "cycles":
         run_cycles_cli(args, argv)
@@ -972,10 +982,8 @@ def run_cycles_cli(args, argv) -> None:
     summary = cycles_summary(pd.concat(frames))
     print(summary.to_string(index=False))
     if out is not None:
-        command = "python -m qis_lib.experiments.reliability " + " ".join(argv if argv is not None else sys.argv[1:])
-        summary.assign(command=command, cores=os.cpu_count(), load_at_end=round(os.getloadavg()[0], 2),
-                       wall_seconds=round(time.time() - started, 1)).to_csv(
-            out / f"cycles-summary-{'-'.join(kinds)}.csv", index=False)
+        save_results(summary, out, f"cycles-summary-{'-'.join(kinds)}.csv", "qis_lib.experiments.reliability", argv,
+                     started)
 
 
 if __name__ == "__main__":
