@@ -640,13 +640,15 @@ CYCLE_COLUMNS = ["kind", "cycle", "plan", "killed", "phase_at_kill", "acks", "ac
 
 
 def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60, csv_path: Path | None = None,
-                progress: bool = False) -> pd.DataFrame:
+                progress: bool = False, minutes: float | None = None) -> pd.DataFrame:
     """`cycles` kill cycles on one folder of mode `kind`, then a final check; one row per cycle.
 
     Each row's check_* columns are the check made when that cycle's child reopened the
     store, i.e. the verdict on the previous kill; the last row (plan "final") checks the
-    last kill. With `csv_path`, rows are appended to that CSV as they come.
+    last kill. With `csv_path`, rows are appended to that CSV as they come. With `minutes`,
+    no cycle starts after that long: the final check comes early.
     """
+    stop_at = time.monotonic() + minutes * 60 if minutes is not None else float("inf")
     with tempfile.TemporaryDirectory(prefix=f"qis-cycles-{kind}-") as tmp, contextlib.ExitStack() as stack:
         ctx = ModeContext(Path(tmp) / "store", stack)
         store, options = mode_options(kind, ctx)
@@ -656,6 +658,8 @@ def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60,
         campaign = KillCycles(kind, ctx, Path(tmp), seed=seed, max_acks=max_acks)
         rows = []
         for number in range(cycles + 1):
+            if number < cycles and time.monotonic() > stop_at:
+                cycles = number  # out of time: the final check now
             if number < cycles:
                 row = campaign.cycle(number)
             else:
@@ -671,6 +675,8 @@ def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60,
             if progress:
                 print(kind, number, row["plan"], row["phase_at_kill"], "acked", row["acknowledged_total"],
                       "lost", row.get("check_lost"), "phantoms", row.get("check_phantoms"), flush=True)
+            if number >= cycles:
+                break
     return pd.DataFrame(rows)
 
 
@@ -728,6 +734,7 @@ def main(argv: list[str] | None = None) -> None:
     cs.add_argument("--cycles", type=int, default=200)
     cs.add_argument("--seed", type=int, default=0)
     cs.add_argument("--max-acks", type=int, default=60)
+    cs.add_argument("--minutes", type=float, default=None, help="start no cycle after this long (then the final check)")
     cs.add_argument("--out", default=None, help="folder for cycles-KIND.csv and its summary")
     parser.add_argument("--out", default=None, help="folder for the summary CSVs (default: print only)")
     parser.add_argument("--threads", type=int, default=8)
@@ -978,7 +985,7 @@ def run_cycles_cli(args, argv) -> None:
         if csv_path is not None and csv_path.exists():
             csv_path.unlink()
         frames.append(kill_cycles(kind, cycles=args.cycles, seed=args.seed, max_acks=args.max_acks,
-                                  csv_path=csv_path, progress=True))
+                                  csv_path=csv_path, progress=True, minutes=args.minutes))
     summary = cycles_summary(pd.concat(frames))
     print(summary.to_string(index=False))
     if out is not None:
