@@ -924,6 +924,20 @@ def results_table(folder: str | os.PathLike) -> pd.DataFrame:
                          "stores": r.kind, "operations or kills": f"{r.kills} kills ({r.server_kills} of the server)",
                          "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
                          "time": _minutes(r.seconds)})
+    if (folder / "concurrency.csv").exists():
+        c = pd.read_csv(folder / "concurrency.csv")
+        rows.append({"experiment": f"{c['threads'].iloc[0]} threads in one process: deposits, retried deposits, "
+                                   f"filtered queries, packets expiring", "stores": ", ".join(c["store"]),
+                     "operations or kills": f"{c['operations'].iloc[0]:,} ops each",
+                     "acknowledged": " / ".join(f"{a:,}" for a in c["acknowledged"]), "lost": int(c["lost"].max()),
+                     "phantoms": "", "time": _minutes(float(c["seconds"].sum()))})
+    if (folder / "crashes.csv").exists():
+        c = pd.read_csv(folder / "crashes.csv")
+        per = c.groupby("kind", sort=False)
+        rows.append({"experiment": "a writer SIGKILLed mid-stream, checked from a new process",
+                     "stores": ", ".join(per.groups), "operations or kills": f"{per.size().iloc[0]} kills each",
+                     "acknowledged": " / ".join(f"{a:,}" for a in per["acknowledged"].sum()),
+                     "lost": int(c["lost"].max()), "phantoms": "", "time": ""})
     if (folder / "processes.csv").exists():
         r = pd.read_csv(folder / "processes.csv").iloc[0]
         rows.append({"experiment": f"{r.processes} processes x {r.threads_per_process} threads through `chroma run`, "
@@ -952,7 +966,7 @@ def results_table(folder: str | os.PathLike) -> pd.DataFrame:
         h = pd.read_csv(folder / "hung.csv")
         for target, part in h.groupby("target", sort=False):
             ok = int((part["within_limit"] & part["names_address"]).sum())
-            rows.append({"experiment": f"hung or slow server: calls failing within timeout + 1 s, naming the address "
+            rows.append({"experiment": f"hung or slow server: calls failing within timeout + 1 s a node tried, naming the address "
                                        f"({ok} of {len(part)}; slowest {part['seconds'].max():.1f} s)",
                          "stores": target, "operations or kills": f"{len(part)} calls", "acknowledged": "",
                          "lost": "", "phantoms": "", "time": _minutes(float(part["seconds"].sum()))})
