@@ -176,6 +176,11 @@ def qdrant_cases(timeout: int = 2) -> list[dict]:
     return rows
 
 
+# Each target's cases: a function giving rows as `_row` makes them. The HTTP routing
+# service gets an entry here once it is a registered store (open, deposit, query through a
+# StallingProxy in front of it, as chroma_cases does for `chroma run`).
+
+
 def hung_runs(chroma_url: str | None = None) -> pd.DataFrame:
     from ..stores import store_spec
 

@@ -7,7 +7,14 @@ acknowledged ids and checks each one afterwards with `qis_lib.experiments.ledger
 process only, not a power loss.
 
 The stores come from the registry: the concurrent load runs on every mode that can run
-here, the crash runs on those whose store is persistent (a reopen must find the data).
+here, the crash runs and the kill cycles on those whose store is persistent (a reopen must
+find the data). A store served over HTTP (the routing service) joins them by being a
+registered mode: if its options come from a server in the ModeContext's pool that has
+kill() and start(), the kill cycles kill that server too (plan "server").
+
+    python -m qis_lib.experiments.reliability cycles --cycles 200 --out results/reliability/  # kill cycles
+    python -m qis_lib.experiments.reliability processes --out results/reliability/          # history check
+    python -m qis_lib.experiments.reliability table                                         # README table
 
     python -m qis_lib.experiments.reliability --out results/reliability/   # every experiment, a CSV summary
 """
