@@ -187,10 +187,10 @@ class ChromaStore(Store):
             try:
                 return call()
             except Exception as exc:
-                text = str(exc)
-                if self.path is not None and ("disk" in text or "No space" in text or "too large" in text):
-                    raise OSError(f"the chroma store at {self.path} could not write {what}: the disk refused it "
-                                  f"(is it full?): {' '.join(text.split())[:300]}") from exc
+                if self.path is not None and what in ("an upsert", "a delete"):
+                    raise OSError(f"the chroma store at {self.path} could not write {what} ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:300]}); if its disk is full, free space: what was "
+                                  f"acknowledged before is kept") from exc
                 raise
         import httpx
 

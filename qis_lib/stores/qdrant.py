@@ -203,9 +203,16 @@ class QdrantStore(Store):
 
         batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
         # wait=True: the server answers once the change has been applied, so an ack means stored.
-        self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
-        if self._manifest is not None:
-            self._manifest.after_write(self.count)
+        if self._manifest is None:
+            self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+            return
+        try:
+            self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+        except Exception as exc:  # local mode: SQLite refused the write (a full disk, for one)
+            raise OSError(f"the qdrant store at {self._manifest.folder} could not write an upsert "
+                          f"({type(exc).__name__}: {exc}); if its disk is full, free space: what was acknowledged "
+                          f"before is kept") from exc
+        self._manifest.after_write(self.count)
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
