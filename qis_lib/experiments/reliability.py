@@ -953,8 +953,11 @@ def results_table(folder: str | os.PathLike) -> pd.DataFrame:
                      "stores": "chroma server", "operations or kills": f"{r.operations} ops, {r.server_kills} kill",
                      "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
                      "time": _minutes(r.seconds)})
-    if (folder / "damage.csv").exists():
-        d = pd.read_csv(folder / "damage.csv")
+    damage = sorted(folder.glob("damage*.csv"))  # damage.csv, then re-runs of single stores (damage-KIND.csv)
+    if damage:
+        frames = [pd.read_csv(path) for path in damage]
+        d = pd.concat([f[~f["mode"].isin(set().union(*(set(g["mode"]) for g in frames[i + 1:])))]
+                       for i, f in enumerate(frames)])
         cases = d[d["damage"].notna() & ~d["verdict"].isin(["absent", "empty-file"])]
         for mode, part in cases.groupby("mode", sort=False):
             verdicts = ", ".join(f"{v} {n}" for v, n in part["verdict"].value_counts().items())
