@@ -953,7 +953,7 @@ def results_table(folder: str | os.PathLike) -> pd.DataFrame:
                      "stores": "chroma server", "operations or kills": f"{r.operations} ops, {r.server_kills} kill",
                      "acknowledged": r.acknowledged, "lost": r.lost, "phantoms": r.phantoms,
                      "time": _minutes(r.seconds)})
-    damage = sorted(folder.glob("damage*.csv"))  # damage.csv, then re-runs of single stores (damage-KIND.csv)
+    damage = sorted(folder.glob("damage*.csv"), key=lambda p: (p.name != "damage.csv", p.name))  # then re-runs
     if damage:
         frames = [pd.read_csv(path) for path in damage]
         d = pd.concat([f[~f["mode"].isin(set().union(*(set(g["mode"]) for g in frames[i + 1:])))]
