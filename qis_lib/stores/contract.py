@@ -98,7 +98,9 @@ class FolderManifest:
 
     def __init__(self, folder: str, store: str, interval: float = 1.0):
         import os
+        import threading
 
+        self._lock = threading.Lock()  # a store is called from many threads
         self.path = os.path.join(str(folder), MANIFEST)
         self.folder, self.store, self.interval = str(folder), store, interval
         self.known: int | None = None
@@ -138,12 +140,13 @@ class FolderManifest:
         import os
         import time
 
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"store": self.store, "packets": int(count)}, f)
-        os.replace(tmp, self.path)
-        self.known = int(count)
-        self._written_at = time.monotonic()
+        with self._lock:
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"store": self.store, "packets": int(count)}, f)
+            os.replace(tmp, self.path)
+            self.known = int(count)
+            self._written_at = time.monotonic()
 
     def after_write(self, count: Callable[[], int]) -> None:
         """Called after an upsert: record count() if the last record is older than `interval` or was 0."""
@@ -154,8 +157,9 @@ class FolderManifest:
 
     def before_delete(self, n: int) -> None:
         """Called before deleting up to `n` packets: lower the record so it stays a lower bound."""
-        if self.known is not None:
-            self.record(max(0, self.known - n))
+        known = self.known
+        if known is not None:
+            self.record(max(0, known - n))
 
 
 def opening_error(store: str, folder: str, exc: BaseException) -> StoreDamagedError:
