@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, check_dim, lock_folder
+from .contract import Capabilities, FolderManifest, QueryFilter, Store, check_dim, lock_folder, opening_error
 from .options import warn_ignored
 
 
@@ -73,6 +73,7 @@ class ChromaStore(Store):
         if path is not None and url is not None:
             raise ValueError("give chroma either path= (embedded) or url= (server), not both")
         self._lock_file = None
+        self._timeout = timeout
         self.dim = check_dim(dim)
         settings = Settings(anonymized_telemetry=False)
         if url is not None:
@@ -98,7 +99,11 @@ class ChromaStore(Store):
                 session.timeout = httpx.Timeout(timeout)
         elif path is not None:
             self._lock_file = lock_folder(str(path), "chroma")
-            self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+            try:
+                self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+            except Exception as exc:
+                self.close()
+                raise opening_error("chroma", str(path), exc) from exc
         else:
             self.client = chromadb.EphemeralClient(settings=settings)
         self._ephemeral = path is None and url is None
@@ -109,20 +114,39 @@ class ChromaStore(Store):
         self.url, self.path = url, path
         self.capabilities = Capabilities(persistent=url is not None or path is not None,
                                          shared=url is not None, server=url is not None)
-        self.collection = self.client.get_or_create_collection(
-            collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
-        )
-        self._max_batch = self.client.get_max_batch_size()
+        self._manifest = FolderManifest(str(path), "chroma") if path is not None else None
+        try:
+            self.collection = self.client.get_or_create_collection(
+                collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+            )
+            self._max_batch = self.client.get_max_batch_size()
+            count = self.count() if self._manifest is not None else 0
+        except Exception as exc:
+            if path is None:
+                raise
+            self._manifest = None  # closing a store that failed to open must not overwrite the manifest
+            self.close()
+            raise opening_error("chroma", str(path), exc) from exc
+        if self._manifest is not None:
+            try:
+                self._manifest.check(count)
+            except Exception:
+                self._manifest = None
+                self.close()
+                raise
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         metadatas = [_to_metadata(p) for p in payloads]
         for start in range(0, len(ids), self._max_batch):
             end = start + self._max_batch
-            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
+            self._guard("an upsert", lambda: self.collection.upsert(
+                ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end]))
+        if self._manifest is not None:
+            self._manifest.after_write(self.count)
 
     def _native_query(self, vectors: np.ndarray, top_k: int, where: dict):
-        return self.collection.query(query_embeddings=vectors, n_results=top_k, where=where,
-                                     include=["metadatas", "distances"])
+        return self._guard("a query", lambda: self.collection.query(
+            query_embeddings=vectors, n_results=top_k, where=where, include=["metadatas", "distances"]))
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         where = chroma_where(flt)
@@ -147,21 +171,54 @@ class ChromaStore(Store):
     def _get(self, ids: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for start in range(0, len(ids), self._max_batch):
-            result = self.collection.get(ids=ids[start:start + self._max_batch], include=["metadatas"])
+            result = self._guard("a get", lambda: self.collection.get(ids=ids[start:start + self._max_batch],
+                                                                     include=["metadatas"]))
             out.update({i: _from_metadata(m) for i, m in zip(result["ids"], result["metadatas"])})
         return out
 
     def _delete(self, ids: list[str]) -> None:
+        if self._manifest is not None:
+            self._manifest.before_delete(len(ids))
         for start in range(0, len(ids), self._max_batch):
-            self.collection.delete(ids=ids[start:start + self._max_batch])
+            self._guard("a delete", lambda: self.collection.delete(ids=ids[start:start + self._max_batch]))
 
     def count(self) -> int:
-        return self.collection.count()
+        return self._guard("a count", self.collection.count)
+
+    def _guard(self, what: str, call):
+        """call(); on a server, a request that got no answer becomes a ConnectionError naming the
+        server; in a folder, a write the disk refused becomes an OSError naming the folder."""
+        if self.url is None:
+            try:
+                return call()
+            except Exception as exc:
+                if self.path is not None and what in ("an upsert", "a delete"):
+                    raise OSError(f"the chroma store at {self.path} could not write {what} ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:300]}); if its disk is full, free space: what was "
+                                  f"acknowledged before is kept") from exc
+                raise
+        import httpx
+
+        try:
+            return call()
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise ConnectionError(f"the Chroma server at {self.url} did not answer {what} within {self._timeout}s "
+                                  f"({type(exc).__name__}: {exc})") from exc
+
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        ids: list[str] = []
+        while True:
+            batch = self.collection.get(include=[], limit=page, offset=len(ids))["ids"]
+            ids.extend(batch)
+            if len(batch) < page:
+                return ids
 
     def purge_expired(self, now: float | None = None) -> int:
         """Delete the packets expired at `now`: their ids by a `where` on expires_at, then a delete."""
         where = {"expires_at": {"$lte": self._purge_now(now)}}
         ids = list(self.collection.get(where=where, include=[])["ids"])
+        if ids and self._manifest is not None:
+            self._manifest.before_delete(len(ids))
         for start in range(0, len(ids), self._max_batch):
             # ids and where together: a packet renewed since the get (a live one now) stays.
             self.collection.delete(ids=ids[start:start + self._max_batch], where=where)
@@ -171,7 +228,9 @@ class ChromaStore(Store):
         """Release the client; an ephemeral store deletes its collection, a path its lock."""
         # PersistentClient keeps its SQLite files open until the process ends; dropping
         # our references is all a client can do.
-        if self._ephemeral and self.collection is not None:
+        if getattr(self, "_manifest", None) is not None and getattr(self, "collection", None) is not None:
+            self._manifest.record(self.count())
+        if getattr(self, "_ephemeral", False) and getattr(self, "collection", None) is not None:
             self.client.delete_collection(self.collection.name)  # free its memory
         self.collection = None
         self.client = None

@@ -130,6 +130,10 @@ class MemoryStore(Store):
             self._delete(ids)
         return len(ids)
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        with self._lock:
+            return list(self._row)
+
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """Exact numpy on this store's own matrix, the filter's rows found beforehand: the
         memory store has no client, so this is its engine call (and the exact floor)."""

@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids,
+                       opening_error)
 from .options import DEFAULT, IndexOptions, resolve, warn_ignored
 
 
@@ -323,7 +324,13 @@ class QdrantStore(Store):
                     raise StoreBusyError(
                         f"{path} is open in another qdrant-client (local mode allows one process at a time); "
                         "close it, or use a Qdrant server to share a store") from None
-                raise
+                if path is None:
+                    raise
+                raise opening_error("qdrant", str(path), exc) from exc
+            except Exception as exc:  # local mode unpickles every point on open
+                if path is None:
+                    raise
+                raise opening_error("qdrant", str(path), exc) from exc
             self._clients = [client]
             self.capabilities = Capabilities(persistent=path is not None)
             warn_local_settings(shard_number=shard_number, replication_factor=replication_factor,
@@ -336,12 +343,26 @@ class QdrantStore(Store):
         self.params.update(index)
         # Local mode searches exactly and warns on every query given search_params: send them to servers only.
         self._search_params = search_params(self.options) if self.urls else None
+        self._manifest = FolderManifest(str(path), "qdrant") if path is not None else None
+        if self._manifest is None:
+            try:
+                self._call(self._ensure_collection, payload_index)
+            except NoNodeAnswered as exc:  # say where we looked and what to do; keep its failures
+                self.close()
+                exc.args = (f"no Qdrant server answered at {self.addresses()}: {exc}. Start one (see README: "
+                            "A Qdrant cluster), or use local mode: make_router('qdrant') or path=",)
+                raise
+            return
         try:
             self._call(self._ensure_collection, payload_index)
-        except NoNodeAnswered as exc:  # say where we looked and what to do; keep its failures
-            self.close()
-            exc.args = (f"no Qdrant server answered at {self.addresses()}: {exc}. Start one (see README: "
-                        "A Qdrant cluster), or use local mode: make_router('qdrant') or path=",)
+            count = self.count()
+        except Exception as exc:
+            self._clients[0].close()
+            raise opening_error("qdrant", str(path), exc) from exc
+        try:
+            self._manifest.check(count)
+        except Exception:
+            self._clients[0].close()
             raise
 
     def addresses(self) -> str:
@@ -425,7 +446,16 @@ class QdrantStore(Store):
 
         batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
         # wait=True: the server answers once the change has been applied, so an ack means stored.
-        self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+        if self._manifest is None:
+            self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+            return
+        try:
+            self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
+        except Exception as exc:  # local mode: SQLite refused the write (a full disk, for one)
+            raise OSError(f"the qdrant store at {self._manifest.folder} could not write an upsert "
+                          f"({type(exc).__name__}: {exc}); if its disk is full, free space: what was acknowledged "
+                          f"before is kept") from exc
+        self._manifest.after_write(self.count)
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
@@ -450,6 +480,8 @@ class QdrantStore(Store):
         from qdrant_client import models
 
         selector = models.PointIdsList(points=ids)
+        if self._manifest is not None:
+            self._manifest.before_delete(len(ids))
         self._call(lambda c: c.delete(self.collection_name, points_selector=selector, wait=True))
 
     def after_bulk_load(self, timeout: float = 600.0) -> None:
@@ -482,10 +514,25 @@ class QdrantStore(Store):
                                                             range=models.Range(lte=self._purge_now(now)))])
         n = self._call(lambda c: c.count(self.collection_name, count_filter=expired, exact=True).count)
         if n:
+            if self._manifest is not None:
+                self._manifest.before_delete(n)
             selector = models.FilterSelector(filter=expired)
             self._call(lambda c: c.delete(self.collection_name, points_selector=selector, wait=True))
         return n
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        ids: list[str] = []
+        offset = None
+        while True:
+            records, offset = self._call(lambda c: c.scroll(self.collection_name, limit=page, offset=offset,
+                                                            with_payload=False, with_vectors=False))
+            ids.extend(str(r.id) for r in records)
+            if offset is None:
+                return ids
+
     def close(self) -> None:
+        if self._manifest is not None:
+            self._manifest.record(self.count())
+            self._manifest = None  # closing twice must not count a closed client
         for client in self._clients:
             client.close()

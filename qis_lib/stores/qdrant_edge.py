@@ -15,6 +15,7 @@ write-ahead log. That survives a crash of the process (SIGKILL), not a power los
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -24,10 +25,27 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
+from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
+                       check_uuid_ids, opening_error)
 from .options import DEFAULT, IndexOptions, resolve
 
 log = logging.getLogger(__name__)
+
+# qdrant-edge writes through memory-mapped files: a write that finds the disk full kills the
+# process with SIGBUS (measured on a full tmpfs) instead of raising. So we refuse an upsert
+# while less than this much space is free: its write-ahead log grows in 32 MiB segments.
+MIN_FREE_BYTES = 96 << 20
+
+
+def free_space_problem(path: str, needed: int = MIN_FREE_BYTES) -> str | None:
+    """None if the file system of `path` has `needed` bytes free, else what is wrong."""
+    stats = os.statvfs(path)
+    free = stats.f_bavail * stats.f_frsize
+    if free >= needed:
+        return None
+    return (f"only {free / 2**20:.1f} MiB free on the disk of {path}; qdrant-edge needs {needed / 2**20:.0f} MiB free "
+            f"to write (its files are memory-mapped: a write into a full disk would kill the process)")
+
 
 DEFAULT_INDEX_THRESHOLD = 5_000  # points written since the last build that start the next one
 
@@ -100,6 +118,8 @@ class QdrantEdgeStore(Store):
         self.capabilities = Capabilities(persistent=self._tmpdir is None)
         config = self._config(qe)
         exists = os.path.isdir(os.path.join(self.path, "wal"))
+        if not exists and os.path.isdir(os.path.join(self.path, "segments")):
+            raise opening_error("qdrant-edge", self.path, FileNotFoundError("segments/ without the wal/ folder"))
         try:
             # load() with a config checks that the stored vectors have our size (and stores the new options).
             self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
@@ -108,16 +128,29 @@ class QdrantEdgeStore(Store):
                 raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
             if "incompatible" in str(exc):
                 raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
-            raise
-        stored = self.shard.info()
-        if payload_index:
-            schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
-                      "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
-            for field, kind in schema.items():
-                if field not in stored.payload_schema:
-                    self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
-        self._params = edge_search_params(self.options)
+            raise opening_error("qdrant-edge", self.path, exc) from exc
         self._lock = threading.RLock()  # close() must not race a query
+        # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
+        self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
+        try:
+            stored = self.shard.info()
+            if payload_index:
+                schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
+                          "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
+                for field, kind in schema.items():
+                    if field not in stored.payload_schema:
+                        self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
+            count = self.count()
+        except Exception as exc:
+            self.shard.close()
+            raise opening_error("qdrant-edge", self.path, exc) from exc
+        if self._manifest is not None:
+            try:
+                self._manifest.check(count)
+            except Exception:
+                self.shard.close()
+                raise
+        self._params = edge_search_params(self.options)
         # The index builder: points written since the last build, and the thread building now.
         self._index_lock = threading.Lock()
         self._unindexed = stored.points_count - stored.indexed_vectors_count
@@ -152,9 +185,14 @@ class QdrantEdgeStore(Store):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         import qdrant_edge as qe
 
+        problem = free_space_problem(self.path)
+        if problem is not None:
+            raise OSError(errno.ENOSPC, problem)
         points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
+            if self._manifest is not None:
+                self._manifest.after_write(self.count)
         self._written(len(points))
 
     def _written(self, n: int) -> None:
@@ -213,6 +251,8 @@ class QdrantEdgeStore(Store):
         import qdrant_edge as qe
 
         with self._lock:
+            if self._manifest is not None:
+                self._manifest.before_delete(len(ids))
             self.shard.update(qe.UpdateOperation.delete_points(ids))
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
@@ -233,6 +273,8 @@ class QdrantEdgeStore(Store):
         with self._lock:
             n = self.shard.count(qe.CountRequest(exact=True, filter=expired))
             if n:
+                if self._manifest is not None:
+                    self._manifest.before_delete(n)
                 self.shard.update(qe.UpdateOperation.delete_points_by_filter(expired))
         return n
 
@@ -241,6 +283,9 @@ class QdrantEdgeStore(Store):
 
         with self._lock:
             return self.shard.count(qe.CountRequest(exact=True))
+
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        import qdrant_edge as qe
 
     def info(self) -> dict:
         """The engine's own view of the shard: points, HNSW-indexed vectors, segments, payload
@@ -265,11 +310,21 @@ class QdrantEdgeStore(Store):
 
     def close(self) -> None:
         """Flush the write-ahead log and segments to disk, then release the folder."""
+        import qdrant_edge as qe
+
         self.wait_for_index()
         with self._lock:
             if self.shard is not None:
-                self.shard.flush()
-                self.shard.close()
-                self.shard = None
+                shard, self.shard = self.shard, None
+                try:
+                    if self._manifest is not None:
+                        self._manifest.record(shard.count(qe.CountRequest(exact=True)))
+                    shard.flush()
+                except Exception as exc:
+                    raise StoreDamagedError(f"could not flush the qdrant-edge store at {self.path} on close: its "
+                                            f"files are damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:600]})"
+                                            ) from exc
+                finally:
+                    shard.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)

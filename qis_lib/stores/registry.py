@@ -145,7 +145,8 @@ def drop_server_collection(store: Store) -> None:
 def start_chroma_server(stack: contextlib.ExitStack, folder: Path):
     from ..infra.servers import ChromaServer
 
-    return stack.enter_context(ChromaServer(path=folder))
+    # `chroma run` answers in about 1 s on a quiet machine and has taken over 30 s on a loaded one.
+    return stack.enter_context(ChromaServer(path=folder, start_timeout=120.0))
 
 
 CHROMA_WHY = ("every router query carries a where clause (expiry, confidence), and Chroma's query time grows "
