@@ -6,6 +6,11 @@ For a cluster give several node URLs: qdrant-client talks to one URL and does no
 fail over (qdrant/qdrant-client#136), so this class moves to the next node itself
 when the current one stops answering. Writes are idempotent upserts by packet id,
 so sending one again to another node is safe.
+
+Hybrid search (`hybrid=True`) is the same as qdrant-edge's, through qdrant-client: a
+"bm25" sparse vector with the IDF modifier beside the dense one, and one `query_points`
+with a dense and a BM25 prefetch (each under the filter) fused by RRF. Local mode and a
+server take the same request.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
 
 
@@ -94,7 +100,8 @@ class QdrantStore(Store):
                  urls: Sequence[str] | None = None, collection: str = "outcomes", dim: int = 384,
                  shard_number: int | None = None, replication_factor: int | None = None,
                  write_consistency_factor: int | None = None, timeout: int = 5, api_key: str | None = None,
-                 payload_index: bool = True):
+                 payload_index: bool = True, *, hybrid: bool | None = False, rrf_k: int = HybridParams.rrf_k,
+                 prefetch: int = HybridParams.prefetch, bm25_avg_len: float = HybridParams.avg_len):
         from qdrant_client import QdrantClient
 
         given = [k for k, v in (("location", location), ("path", path), ("url", url), ("urls", urls)) if v is not None]
@@ -126,8 +133,14 @@ class QdrantStore(Store):
             # Local mode has no locking between threads (qdrant-client#1193).
             self._lock = threading.RLock()
         self._active = 0
+        if hybrid not in (None, True, False):
+            raise ValueError(f"hybrid must be True, False or None (follow the stored collection), got {hybrid!r}")
+        self.hybrid_params = HybridParams(rrf_k=rrf_k, prefetch=prefetch, avg_len=bm25_avg_len)
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
-        self._call(self._ensure_collection, payload_index)
+        self._hybrid_wanted = hybrid
+        hybrid = self._call(self._ensure_collection, payload_index)
+        self.capabilities = Capabilities(**{**vars(self.capabilities), "hybrid": hybrid})
+        self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
 
     @property
     def client(self):
@@ -157,11 +170,16 @@ class QdrantStore(Store):
             return result
         raise ConnectionError("no Qdrant node answered: " + "; ".join(errors))
 
-    def _ensure_collection(self, client, payload_index: bool) -> None:
+    def _ensure_collection(self, client, payload_index: bool) -> bool:
+        """Create the collection if needed, check it; returns whether it holds the BM25 sparse vector."""
+        from qdrant_client import models
+
         name = self.collection_name
         if not client.collection_exists(name):
+            sparse = {SPARSE_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)} \
+                if self._hybrid_wanted is not False else None
             try:
-                client.create_collection(name, **self.params)
+                client.create_collection(name, **self.params, sparse_vectors_config=sparse)
             except Exception:
                 if not client.collection_exists(name):  # lost a race with another client: fine
                     raise
@@ -169,10 +187,15 @@ class QdrantStore(Store):
         size = info.config.params.vectors.size
         if size != self.dim:
             raise ValueError(f"collection {name!r} holds {size}-d vectors, not {self.dim}-d")
+        has_bm25 = SPARSE_NAME in (info.config.params.sparse_vectors or {})
+        if self._hybrid_wanted is not None and self._hybrid_wanted != has_bm25:
+            raise ValueError(f"collection {name!r} was created with{'' if has_bm25 else 'out'} a BM25 sparse vector, "
+                             f"but hybrid={self._hybrid_wanted}; open it with hybrid={has_bm25} or hybrid=None")
         if payload_index and self.urls:  # local mode ignores payload indexes
             for field, schema in payload_indexes().items():
                 if field not in (info.payload_schema or {}):
                     client.create_payload_index(name, field_name=field, field_schema=schema, wait=True)
+        return has_bm25
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -180,15 +203,36 @@ class QdrantStore(Store):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         from qdrant_client import models
 
-        batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+        if self._bm25 is None:
+            batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+        else:
+            sparse = [models.SparseVector(**dict(zip(("indices", "values"), self._bm25.document(str(p.get(TEXT_FIELD, ""))))))
+                      for p in payloads]
+            batch = models.Batch(ids=ids, vectors={"": vectors.tolist(), SPARSE_NAME: sparse}, payloads=payloads)
         # wait=True: the server answers once the change has been applied, so an ack means stored.
         self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
 
-    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter,
+               text: str | None = None) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
-        result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
-                                                     query_filter=query_filter, with_payload=True))
-        return [(dict(p.payload or {}), float(p.score)) for p in result.points]
+        if text is None:
+            result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
+                                                         query_filter=query_filter, with_payload=True))
+            return [(dict(p.payload or {}), float(p.score)) for p in result.points]
+        from qdrant_client import models
+
+        from .qdrant_edge import cosine
+
+        limit = max(self.hybrid_params.prefetch, top_k)
+        indices, values = self._bm25.query(text)
+        prefetch = [models.Prefetch(query=vector.tolist(), filter=query_filter, limit=limit),
+                    models.Prefetch(query=models.SparseVector(indices=indices, values=values), using=SPARSE_NAME,
+                                    filter=query_filter, limit=limit)]
+        fusion = models.RrfQuery(rrf=models.Rrf(k=self.hybrid_params.rrf_k))
+        result = self._call(lambda c: c.query_points(self.collection_name, prefetch=prefetch, query=fusion, limit=top_k,
+                                                     query_filter=query_filter, with_payload=True, with_vectors=[""]))
+        return [(dict(p.payload or {}), cosine(vector, p.vector[""] if isinstance(p.vector, dict) else p.vector))
+                for p in result.points]
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """`client.query_points(...)` on the current node, filters and vectors built beforehand."""

@@ -4,6 +4,10 @@ HNSW and payload indexes as in a Qdrant server, no network hop. The engine has n
 background optimizer: points written since the last `optimize()` are searched by
 brute force, which is exact but slower, so call `optimize()` after bulk loads.
 
+Hybrid search (`hybrid=True`): each point also holds a BM25 sparse vector of its
+problem text ("bm25", IDF modifier), and a query with `text=` is one request: a dense
+and a BM25 prefetch, each under the router's filter, fused by `Fusion.Rrf` in the engine.
+
 Durability: an upsert is acknowledged once `update()` has appended it to the
 write-ahead log. That survives a crash of the process (SIGKILL), not a power loss;
 `flush()` (done on close) syncs to disk.
@@ -18,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import Capabilities, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids
 
 
@@ -37,13 +42,25 @@ def edge_filter(flt: QueryFilter):
     return qe.Filter(must=must, must_not=must_not)
 
 
+def cosine(query: np.ndarray, stored) -> float:
+    """Cosine of a query and a stored vector (Qdrant stores cosine vectors normalised)."""
+    stored = np.asarray(stored, dtype=np.float32)
+    return float(stored @ query / max(float(np.linalg.norm(query) * np.linalg.norm(stored)), 1e-12))
+
+
 class QdrantEdgeStore(Store):
     """The Qdrant engine in-process: one shard in `path` (a temporary one if None), payload
-    indexes on the filter fields, HNSW built by `optimize()` (or `after_bulk_load()`)."""
+    indexes on the filter fields, HNSW built by `optimize()` (or `after_bulk_load()`).
+
+    hybrid: True keeps a BM25 sparse vector beside the dense one (see the module
+    docstring); False, dense only; None, what an existing folder holds (a new one: hybrid).
+    rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`)."""
 
     name = "qdrant-edge"
 
-    def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None):
+    def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True, hnsw_ef: int | None = None,
+                 *, hybrid: bool | None = False, rrf_k: int = HybridParams.rrf_k, prefetch: int = HybridParams.prefetch,
+                 bm25_avg_len: float = HybridParams.avg_len):
         import qdrant_edge as qe
 
         self.dim = check_dim(dim)
@@ -52,18 +69,17 @@ class QdrantEdgeStore(Store):
             self._tmpdir = tempfile.mkdtemp(prefix="qis-edge-")
             path = os.path.join(self._tmpdir, "shard")
         self.path = str(path)
-        self.capabilities = Capabilities(persistent=self._tmpdir is None)
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        if hybrid not in (None, True, False):
+            raise ValueError(f"hybrid must be True, False or None (follow the stored folder), got {hybrid!r}")
+        self.hybrid_params = HybridParams(rrf_k=rrf_k, prefetch=prefetch, avg_len=bm25_avg_len)
         exists = os.path.isdir(os.path.join(self.path, "wal"))
-        try:
-            # load() with a config checks that the stored vectors have our size.
-            self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
-        except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
-            if "incompatible" in str(exc):
-                raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
-            raise
+        if exists and hybrid is not False:
+            hybrid = self._open(qe, dim, hybrid, exists)
+        else:
+            self._open(qe, dim, bool(hybrid), exists)
+            hybrid = bool(hybrid)
+        self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=hybrid)
+        self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
         stored = self.shard.info()
         if payload_index:
             schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
@@ -73,6 +89,33 @@ class QdrantEdgeStore(Store):
                     self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         self._lock = threading.RLock()  # close() must not race a query
+
+    def _open(self, qe, dim: int, hybrid: bool | None, exists: bool) -> bool:
+        """Create or load the shard; with hybrid=None, whichever config the folder holds. Returns hybrid."""
+        def config(with_bm25: bool):
+            sparse = {SPARSE_NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if with_bm25 else None
+            return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+                                 sparse_vectors=sparse)
+
+        tries = [True, False] if hybrid is None else [hybrid]
+        for attempt, with_bm25 in enumerate(tries):
+            try:
+                # load() with a config checks that the stored vectors have our size (and BM25 or not).
+                self.shard = qe.EdgeShard.load(self.path, config(with_bm25)) if exists \
+                    else qe.EdgeShard.create(self.path, config(with_bm25))
+                return with_bm25
+            except Exception as exc:
+                if "WouldBlock" in str(exc):
+                    raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
+                if "incompatible" not in str(exc):
+                    raise
+                if attempt + 1 < len(tries):
+                    continue
+                holds = f"{dim}-d cosine vectors" + (" with a BM25 sparse vector (hybrid=True)" if with_bm25 else
+                                                      " (and, with hybrid=False, no BM25 sparse vector)")
+                raise ValueError(f"qdrant-edge store {self.path} does not hold {holds}: {exc}; "
+                                 "open it with hybrid=None to take what the folder holds") from None
+        raise AssertionError("unreachable")
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -86,12 +129,47 @@ class QdrantEdgeStore(Store):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         import qdrant_edge as qe
 
-        points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
+        if self._bm25 is None:
+            points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
+        else:
+            points = [qe.Point(pid, {"": v.tolist(), SPARSE_NAME: self._bm25.document_edge(str(p.get(TEXT_FIELD, "")))}, p)
+                      for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
-    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
-        request = self._request(vector, top_k, flt)
+    def _hybrid_request(self, vector: np.ndarray, text: str, top_k: int, flt: QueryFilter):
+        """One request: dense and BM25 prefetches, each under the filter, fused by RRF in the engine."""
+        import qdrant_edge as qe
+
+        native = edge_filter(flt)
+        limit = max(self.hybrid_params.prefetch, top_k)
+        prefetches = [qe.Prefetch(limit=limit, query=qe.Query.Nearest(vector.tolist()), filter=native,
+                                  params=self._params),
+                      qe.Prefetch(limit=limit, query=qe.Query.Nearest(self._bm25.query_edge(text), using=SPARSE_NAME),
+                                  filter=native)]
+        return qe.QueryRequest(limit=top_k, query=qe.Fusion.Rrf(k=self.hybrid_params.rrf_k), prefetches=prefetches,
+                               filter=native, with_payload=True, with_vector=True)
+
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter,
+               text: str | None = None) -> list[tuple[dict, float]]:
+        if text is None:
+            request = self._request(vector, top_k, flt)
+            with self._lock:
+                hits = self.shard.query(request)
+            return [(dict(h.payload or {}), float(h.score)) for h in hits]
+        request = self._hybrid_request(vector, text, top_k, flt)
+        with self._lock:
+            hits = self.shard.query(request)
+        return [(dict(h.payload or {}), cosine(vector, h.vector[""])) for h in hits]
+
+    def lexical_query(self, text: str, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        """BM25 alone (the hybrid's lexical branch), for measuring what each branch contributes."""
+        import qdrant_edge as qe
+
+        if self._bm25 is None:
+            raise ValueError("lexical_query needs a store opened with hybrid=True")
+        request = qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(self._bm25.query_edge(text), using=SPARSE_NAME),
+                                  filter=edge_filter(flt), with_payload=True)
         with self._lock:
             hits = self.shard.query(request)
         return [(dict(h.payload or {}), float(h.score)) for h in hits]
