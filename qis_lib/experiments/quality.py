@@ -272,15 +272,19 @@ def split_pairs(pairs: Sequence[tuple[str, str]], test_share: float = 1 / 3) -> 
 
 def bootstrap_ci(ranks: pd.DataFrame, metric: str = "recall@10", n: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of `metric` (a `recall_summary` key), resampling duplicate
+    """Percentile bootstrap interval of `metric` ("recall@K" or "MRR@K") resampling duplicate
     pairs (a pair's two directions together: they are not independent)."""
-    pair = ranks.apply(lambda r: tuple(sorted((r["query"], r["target"]))), axis=1)
-    groups = [g.index.to_numpy() for _, g in ranks.groupby(pair, sort=False)]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        rows = np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
-        values.append(recall_summary(ranks.loc[rows, "rank"])[metric])
+    kind, _, k = metric.partition("@")
+    if kind not in ("recall", "MRR") or not k.isdigit():
+        raise ValueError(f"metric must look like 'recall@10' or 'MRR@10', got {metric!r}")
+    found = pd.to_numeric(ranks["rank"]).astype(float).fillna(np.inf).to_numpy()
+    per_query = (found <= int(k)) if kind == "recall" else np.where(found <= int(k), 1.0 / found, 0.0)
+    pair = [tuple(sorted(qt)) for qt in zip(ranks["query"], ranks["target"])]
+    codes, uniques = pd.factorize(pd.Series(pair))
+    sums = np.bincount(codes, weights=per_query.astype(float))
+    counts = np.bincount(codes).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(uniques), size=(n, len(uniques)))
+    values = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return float(low), float(high)
 

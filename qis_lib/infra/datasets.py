@@ -119,7 +119,7 @@ def cut_at_word(text: str, limit: int) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:")
 
 
-def problem_text(summary: str, description: str, text: str = "summary+description", description_chars: int | None = 200,
+def problem_text(summary: str, description: str, text: str = "summary", description_chars: int | None = 200,
                  fits: Callable[[str], bool] | None = None) -> str:
     """The words an agent would route on: the summary, or the summary and the description's start
     (`description_chars` characters, cut at a word; None: as many words as `fits(text)` allows)."""
