@@ -73,11 +73,7 @@ class QdrantEdgeStore(Store):
             raise ValueError(f"hybrid must be True, False or None (follow the stored folder), got {hybrid!r}")
         self.hybrid_params = HybridParams(rrf_k=rrf_k, prefetch=prefetch, avg_len=bm25_avg_len)
         exists = os.path.isdir(os.path.join(self.path, "wal"))
-        if exists and hybrid is not False:
-            hybrid = self._open(qe, dim, hybrid, exists)
-        else:
-            self._open(qe, dim, bool(hybrid), exists)
-            hybrid = bool(hybrid)
+        hybrid = self._open(qe, dim, hybrid, exists)
         self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=hybrid)
         self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
         stored = self.shard.info()
@@ -91,31 +87,33 @@ class QdrantEdgeStore(Store):
         self._lock = threading.RLock()  # close() must not race a query
 
     def _open(self, qe, dim: int, hybrid: bool | None, exists: bool) -> bool:
-        """Create or load the shard; with hybrid=None, whichever config the folder holds. Returns hybrid."""
+        """Create or load the shard (hybrid=None: as the folder holds it, a new one hybrid). Returns hybrid."""
         def config(with_bm25: bool):
             sparse = {SPARSE_NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if with_bm25 else None
             return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
                                  sparse_vectors=sparse)
 
-        tries = [True, False] if hybrid is None else [hybrid]
-        for attempt, with_bm25 in enumerate(tries):
+        # A shard loads under a config without its sparse vector, not under one with a sparse vector
+        # it lacks: so an existing folder is tried with BM25 first, and that says what it holds.
+        for with_bm25 in ([hybrid is not False] if not exists else [True, False]):
             try:
-                # load() with a config checks that the stored vectors have our size (and BM25 or not).
+                # load() with a config checks that the stored vectors have our size.
                 self.shard = qe.EdgeShard.load(self.path, config(with_bm25)) if exists \
                     else qe.EdgeShard.create(self.path, config(with_bm25))
-                return with_bm25
+                break
             except Exception as exc:
                 if "WouldBlock" in str(exc):
                     raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
                 if "incompatible" not in str(exc):
                     raise
-                if attempt + 1 < len(tries):
+                if with_bm25 and exists:
                     continue
-                holds = f"{dim}-d cosine vectors" + (" with a BM25 sparse vector (hybrid=True)" if with_bm25 else
-                                                      " (and, with hybrid=False, no BM25 sparse vector)")
-                raise ValueError(f"qdrant-edge store {self.path} does not hold {holds}: {exc}; "
-                                 "open it with hybrid=None to take what the folder holds") from None
-        raise AssertionError("unreachable")
+                raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
+        if hybrid is not None and hybrid != with_bm25:
+            self.shard.close()
+            raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
+                             f"vector, but hybrid={hybrid}; open it with hybrid={with_bm25} or hybrid=None")
+        return with_bm25
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
