@@ -60,7 +60,7 @@ def store_factory(name: str, options: dict, cleanup=None):
             store.close()
         opened.clear()
 
-    open_.store, open_.options, open_.close = name, options, close
+    open_.store, open_.options, open_.close, open_.cleanup = name, options, close, cleanup
     return open_
 
 
@@ -137,8 +137,112 @@ REOPEN_SCRIPT = textwrap.dedent("""
 """ % DIM)
 
 
+KEYWORD = "zebrafish"  # a word no random payload holds
+
+
+def keyword_load(store, rng, n=200, marked=(0, 1, 2, 3, 4, 5)):
+    """`load`, with KEYWORD in the problem text of the `marked` packets (some of them filtered
+    out by FILTERS: expired, other domains, low confidence, agent-1 and agent-3)."""
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    vectors = unit(rng, n)
+    payloads = random_payloads(rng, n)
+    for i in marked:
+        payloads[i]["problem_description"] = f"{KEYWORD} {payloads[i]['problem_description']}"
+    store.upsert(ids, vectors, payloads)
+    return ids, vectors, payloads
+
+
 class StoreSuite:
     """The guarantees of the `Store` contract, on the store `open_store` opens."""
+
+    @pytest.fixture
+    def open_hybrid(self, open_store):
+        """The same store opened with hybrid=True; skipped for stores without hybrid search."""
+        spec = store_spec(open_store.store)
+        if not spec.hybrid:
+            pytest.skip(f"{spec.name} has no hybrid search (its StoreSpec.hybrid is False)")
+        factory = store_factory(open_store.store, {**open_store.options, "hybrid": True}, cleanup=open_store.cleanup)
+        yield factory
+        factory.close()
+
+    def test_text_query_needs_a_hybrid_store(self, open_store):
+        """A store without hybrid search refuses query(text=) by name instead of ignoring the text."""
+        store = open_store()
+        if store.capabilities.hybrid:
+            pytest.skip(f"{store.name} was opened for hybrid search")
+        rng = np.random.default_rng(21)
+        load(store, rng, n=5)
+        with pytest.raises(ValueError, match="hybrid"):
+            store.query(unit(rng, 1)[0], 3, QueryFilter(now=NOW), text="disk full")
+
+    @pytest.mark.parametrize("filter_name", list(FILTERS))
+    def test_hybrid_filters_apply_to_both_branches(self, open_hybrid, filter_name):
+        """Hybrid top-k: only packets the filter keeps (from either branch), as many as exact search
+        would give, the keyword's packets that pass the filter among them, scores = cosines."""
+        store = open_hybrid()
+        assert store.capabilities.hybrid
+        rng = np.random.default_rng(17)
+        ids, vectors, payloads = keyword_load(store, rng)
+        key = {(p["agent_id"], p["problem_description"]): i for i, p in zip(ids, payloads)}
+        flt = FILTERS[filter_name]
+        keyword_ok = {ids[i] for i in range(6) if flt.matches(payloads[i])}
+        for query in unit(rng, 3):
+            hits = store.query(query, 15, flt, text=f"{KEYWORD} problem")
+            got = hit_ids(hits, key)
+            assert all(flt.matches(h) for h, _ in hits), f"a filtered-out packet came back under {flt}"
+            assert len(got) == len(set(got)) == len(brute_force(ids, vectors, payloads, query, 15, flt)[0])
+            assert keyword_ok <= set(got)
+            cosines = [float(vectors[ids.index(pid)] @ query) for pid in got]
+            np.testing.assert_allclose([s for _, s in hits], cosines, atol=1e-4)
+
+    def test_hybrid_generated_filters(self, open_hybrid):
+        """Random filters and k (hypothesis): hybrid hits all pass the filter, as many as exact search gives."""
+        store = open_hybrid()
+        rng = np.random.default_rng(19)
+        ids, vectors, payloads = keyword_load(store, rng)
+        key = {(p["agent_id"], p["problem_description"]): i for i, p in zip(ids, payloads)}
+        queries = unit(rng, 4)
+
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(flt=GENERATED_FILTERS, k=st.integers(1, 30), q=st.integers(0, len(queries) - 1))
+        def check(flt, k, q):
+            hits = store.query(queries[q], k, flt, text=KEYWORD)
+            assert all(flt.matches(h) for h, _ in hits), f"filter {flt}, k={k}"
+            want = brute_force(ids, vectors, payloads, queries[q], k, flt)[0]
+            assert len(set(hit_ids(hits, key))) == len(want), f"filter {flt}, k={k}"
+
+        check()
+
+    def test_hybrid_finds_a_keyword_only_match(self, open_hybrid):
+        """A packet sharing only a rare word with the query, its vector the farthest from it:
+        dense search misses it, hybrid search returns it, as a valid stored packet."""
+        store = open_hybrid()
+        rng = np.random.default_rng(23)
+        ids, vectors, payloads = load(store, rng, n=100)
+        query = unit(rng, 1)[0]
+        lone = OutcomePacket(f"{KEYWORD} tank heater trips the breaker", "resolved", 0.9, timestamp=NOW - 100,
+                             ttl=10_000, agent_id="agent-lone")
+        store.upsert([lone.packet_id], -query[None, :], [lone.to_payload()])
+        flt = QueryFilter(now=NOW)
+        dense = [h["agent_id"] for h, _ in store.query(query, 5, flt)]
+        hybrid = store.query(query, 5, flt, text=f"why does my {KEYWORD} heater trip")
+        assert "agent-lone" not in dense
+        packets = [OutcomePacket.from_payload(h) for h, _ in hybrid]
+        assert lone in packets
+        known = {OutcomePacket.from_payload(p).packet_id for p in payloads} | {lone.packet_id}
+        assert all(p.packet_id in known for p in packets)
+        with pytest.raises(ValueError, match="text"):
+            store.query(query, 5, flt, text="   ")
+
+    def test_hybrid_router_sends_the_problem_text(self, open_hybrid):
+        """A router over a hybrid store queries with its problem text: the keyword finds its packet."""
+        router = OutcomeRouter(open_hybrid(), HashEmbedder(DIM))
+        assert router.hybrid
+        others = [OutcomePacket(f"unrelated report number {i} about disks", "open", 0.5, agent_id=f"o{i}")
+                  for i in range(30)]
+        wanted = OutcomePacket(f"{KEYWORD} crashes on start", "resolved", 0.9, agent_id="w")
+        router.deposit_many(others + [wanted])
+        assert wanted in [p for p, _ in router.query(f"the {KEYWORD}", top_k=3)]
 
     def test_starts_empty(self, open_store):
         """A fresh store holds nothing: if this fails, the fixture leaks state between tests."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qis_lib import OutcomePacket
 from qis_lib.infra import datasets
@@ -33,7 +35,8 @@ def test_jira_layout_loads_with_mapped_fields():
     assert list(ds.reports["created"]) == sorted(ds.reports["created"])
     by_id = {p.agent_id: p for p in ds.packets}
     first = by_id["1001"]
-    assert first.problem_description == "NameNode fails to start after upgrade with edit log error"
+    # the default text: the summary, then the description's start up to the 512-byte packet target
+    assert first.problem_description.startswith("NameNode fails to start after upgrade with edit log error. After")
     assert first.outcome_type == "resolved"
     assert set(first.domain_tags) == {"version:3.3.1", "version:3.4.0", "priority:blocker", "project:minijira"}
     assert first.timestamp == pd.Timestamp("2021-01-02 10:00", tz="UTC").timestamp()
@@ -114,7 +117,7 @@ def test_delta_summary_is_cut_to_200_chars(tmp_path):
 
 
 def test_make_packets_other_text_keeps_order_and_ids():
-    ds = load_gitbugs(JIRA)
+    ds = load_gitbugs(JIRA, text="summary")
     longer = ds.make_packets("summary+description", description_chars=60)
     assert [p.agent_id for p in longer] == [p.agent_id for p in ds.packets]
     assert all(b.problem_description.startswith(a.problem_description) for a, b in zip(ds.packets, longer))
@@ -275,3 +278,42 @@ def test_gzipped_and_plain_files_read_the_same(tmp_path):
     zipped, plain = load_gitbugs(tmp_path), load_gitbugs(JIRA)
     assert zipped.project == "minijira" and zipped.packets == plain.packets
     assert zipped.duplicate_pairs == plain.duplicate_pairs
+
+
+WORDS = st.text(alphabet="abcdefghij{}*_ .,:", min_size=0, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(summary=st.text(alphabet="abcxyz ", min_size=1, max_size=40).filter(str.strip),
+       description=st.lists(WORDS, max_size=200).map(" ".join), budget=st.integers(0, 400))
+def test_budget_text_is_the_longest_word_cut_that_fits(summary, description, budget):
+    """description_chars=None: the summary plus the longest start of the cleaned description,
+    cut at a word, that `fits`; one word more would not fit."""
+    fits = lambda t: len(t.encode()) <= budget  # noqa: E731
+    text = problem_text(summary, description, "summary+description", description_chars=None, fits=fits)
+    head = datasets.clean_text(summary)
+    assert text == head or text.startswith(head + ". ")
+    words = datasets.clean_text(description).split(" ")
+    if text != head:
+        assert fits(text)
+        start = text[len(head) + 2:]
+        assert datasets.clean_text(description).startswith(start)
+    # no longer start fits: every longer cut at a word is over the budget (or the same text)
+    for n in range(1, len(words) + 1):
+        start = " ".join(words[:n]).rstrip(" ,.;:")
+        longer = f"{head}. {start}" if start else head
+        assert len(longer) <= len(text) or not fits(longer)
+
+
+def test_default_packets_fill_the_512_byte_target():
+    from qis_lib.core.packet import MAX_PACKET_BYTES
+
+    for folder in (JIRA, BUGZILLA):
+        ds = load_gitbugs(folder)
+        short = {p.agent_id: p for p in ds.make_packets("summary")}
+        for packet in ds.packets:
+            assert packet.size_bytes <= MAX_PACKET_BYTES
+            assert packet.problem_description.startswith(short[packet.agent_id].problem_description)
+        assert any(len(p.problem_description) > len(short[p.agent_id].problem_description) for p in ds.packets)
+    with pytest.raises(ValueError, match="fits="):
+        problem_text("a", "b c", "summary+description", description_chars=None)

@@ -2,8 +2,8 @@
 dense fusion. Fast: the hash embedder over the hand-made GitBugs fixtures.
 
 If the store-agreement test fails for one store, see that store's filter translation
-(exclude_agent) in qis_lib/stores/; if the hybrid test fails, compare
-EdgeHybrid.query with `rrf` (Qdrant counts ranks from 0)."""
+(exclude_agent) in qis_lib/stores/; if the hybrid test fails, compare the store's
+hybrid request (`_hybrid_request` in qis_lib/stores/) with `rrf` (Qdrant counts ranks from 0)."""
 import math
 from pathlib import Path
 
@@ -14,10 +14,11 @@ import pytest
 from conftest import unique_name
 from qis_lib.infra.datasets import load_gitbugs
 from qis_lib.embedders import HashEmbedder
-from qis_lib.experiments.quality import (EdgeHybrid, agrees_with_exact, cold_start_series, cold_start_curve, cold_start_replay, directed_queries, duplicate_ranks,
-                             exact_ranks, load_store, mean_tokens, quality_table, recall_summary, rrf, rrf_scores,
-                             store_search)
-from qis_lib.stores import open_store
+from qis_lib.experiments.quality import (agrees_with_exact, bootstrap_ci, cold_start_series, cold_start_curve,
+                                        cold_start_replay, directed_queries, duplicate_ranks, exact_ranks,
+                                        hybrid_search, load_store, mean_tokens, quality_table, recall_summary, rrf,
+                                        rrf_scores, split_pairs, store_search, with_intervals)
+from qis_lib.stores import QueryFilter, open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini"
 EMBEDDER = HashEmbedder()
@@ -138,36 +139,80 @@ def test_rrf_by_hand():
         rrf([["a"]], k=-1)
 
 
-def test_edge_hybrid_fuses_like_rrf(jira):
+@pytest.mark.parametrize("store_name", ["qdrant-edge", "qdrant"])
+def test_hybrid_store_fuses_like_rrf(jira, store_name):
+    """The store's one-request fusion equals RRF over its own dense and BM25 rankings."""
     ds, _ = jira
     n = len(ds.packets)
     # random dense vectors: no tied cosines, so the dense order is unambiguous
     vectors = np.random.default_rng(7).normal(size=(n, EMBEDDER.dim)).astype(np.float32)
-    with EdgeHybrid(dim=EMBEDDER.dim, avg_len=mean_tokens(p.problem_description for p in ds.packets),
-                    rrf_k=60, prefetch=n) as hybrid:
-        hybrid.upsert(ds.packets, vectors)
+    store = open_store(store_name, dim=EMBEDDER.dim, hybrid=True, rrf_k=60, prefetch=n,
+                       bm25_avg_len=mean_tokens(p.problem_description for p in ds.packets))
+    try:
+        load_store(store, ds.packets, vectors)
+        searches = {mode: hybrid_search(store, ds.packets, vectors, mode) for mode in ("dense", "hybrid")}
         for i, packet in enumerate(ds.packets):
-            text, me = packet.problem_description, packet.agent_id
-            dense = [p["agent_id"] for p, _ in hybrid.query(vectors[i], text, n, me, mode="dense")]
-            lexical = [p["agent_id"] for p, _ in hybrid.query(vectors[i], text, n, me, mode="bm25")]
-            fused = hybrid.query(vectors[i], text, n, me, mode="hybrid")
-            assert me not in dense + lexical + [p["agent_id"] for p, _ in fused]
-            assert len(dense) == len(fused) == n - 1
-            # Qdrant counts ranks from 0: Rrf(k=60) scores are rrf_scores(k=59)
-            expected = rrf_scores([dense, lexical], k=59)
-            assert {p["agent_id"]: s for p, s in fused} == pytest.approx(expected, abs=1e-6)
-            scores = [s for _, s in fused]
-            assert scores == sorted(scores, reverse=True)
+            me = packet.agent_id
+            dense = searches["dense"](i, n)
+            flt = QueryFilter(now=packet.timestamp + 1e6, exclude_agent=me)
+            # BM25 branch: qdrant-edge has it alone; both stores index the same sparse vectors
+            lexical = [p["agent_id"] for p, _ in (store.lexical_query(packet.problem_description, n, flt)
+                                                  if store_name == "qdrant-edge" else [])]
+            fused = searches["hybrid"](i, n)
+            assert me not in dense + lexical + fused
+            assert len(dense) == len(fused) == n - 1 and set(fused) == set(dense)
+            if store_name == "qdrant-edge":
+                # Qdrant counts ranks from 0: Rrf(k=60) scores are rrf_scores(k=59); compare as sets of
+                # equal-score groups, since equal fused scores come back in no fixed order
+                expected = rrf_scores([dense, lexical], k=59)
+                assert [round(expected[a], 9) for a in fused] == sorted((round(v, 9) for v in expected.values()),
+                                                                      reverse=True)
         with pytest.raises(ValueError, match="mode must be"):
-            hybrid.query(vectors[0], "x", 3, mode="sparse")
+            hybrid_search(store, ds.packets, vectors, "sparse")
+    finally:
+        store.close()
 
 
 def test_bm25_finds_a_rare_word(jira):
     ds, vectors = jira
-    with EdgeHybrid(dim=EMBEDDER.dim) as hybrid:
-        hybrid.upsert(ds.packets, vectors)
-        hits = hybrid.query(vectors[0], "Frobnicate the shell error message", 3, mode="bm25")
+    store = open_store("qdrant-edge", dim=EMBEDDER.dim, hybrid=True)
+    try:
+        load_store(store, ds.packets, vectors)
+        hits = store.lexical_query("Frobnicate the shell error message", 3, QueryFilter(now=0.0))
+    finally:
+        store.close()
     assert hits[0][0]["agent_id"] == "1008"  # "Improve shell error message"
+
+
+def test_dense_store_refuses_hybrid_modes(jira):
+    ds, vectors = jira
+    with open_store("memory", dim=EMBEDDER.dim) as store:
+        with pytest.raises(ValueError, match="hybrid=True"):
+            hybrid_search(store, ds.packets, vectors, "hybrid")
+
+
+def test_split_pairs_keeps_order_and_holds_out_the_last_third():
+    pairs = [(str(i), str(i + 100)) for i in range(66)]
+    train, test = split_pairs(pairs)
+    assert train + test == pairs and len(test) == 22
+    with pytest.raises(ValueError, match="test_share"):
+        split_pairs(pairs, 1.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_pairs(pairs[:1])
+
+
+def test_bootstrap_interval_resamples_pairs():
+    # 10 pairs, both directions; 5 pairs found at rank 1 both ways, 5 never: recall@10 = 0.5
+    rows = [{"query": q, "target": t, "rank": 1.0 if i < 5 else np.nan}
+            for i in range(10) for q, t in ((f"a{i}", f"b{i}"), (f"b{i}", f"a{i}"))]
+    ranks = pd.DataFrame(rows)
+    low, high = bootstrap_ci(ranks, "recall@10", n=500)
+    assert low < 0.5 < high and 0.0 <= low and high <= 1.0
+    # a pair's two directions move together, so every resampled recall is a multiple of 1/10
+    same = pd.DataFrame([{"query": "a", "target": "b", "rank": 1.0}, {"query": "b", "target": "a", "rank": 1.0}])
+    assert bootstrap_ci(same, "recall@10", n=50) == (1.0, 1.0)
+    table = with_intervals({("x",): ranks}, ["name"], n=200)
+    assert table.loc[0, "recall@10"] == 0.5 and "-" in table.loc[0, "recall@10 95% CI"]
 
 
 def test_real_data_stores_agree_with_exact():

@@ -86,3 +86,44 @@ def test_synthesis_weights_outcomes():
     assert result.support == pytest.approx(0.72 / (0.72 + 0.45))
     assert result.outcome_counts == {"resolved": 1, "contradicted": 1}
     assert Synthesis.of([]).consensus is None
+
+
+def test_hybrid_is_refused_by_name_where_the_store_has_no_bm25():
+    for name in ("memory", "chroma"):
+        with pytest.raises(ValueError, match=r"hybrid.*\['qdrant', 'qdrant-edge'\]"):
+            make_router(name, embedder=HashEmbedder(), hybrid=True)
+    with pytest.raises(ValueError, match="rrf_k"):
+        make_router("memory", embedder=HashEmbedder(), rrf_k=10)
+    assert make_router("memory", embedder=HashEmbedder()).hybrid is False  # the default: dense there
+
+
+def test_default_router_is_hybrid_on_qdrant_edge_and_keeps_an_existing_store_as_created(tmp_path):
+    new = make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "new"))
+    assert new.hybrid and new.store.capabilities.hybrid and new.stats()["hybrid_queries"]
+    packet = OutcomePacket("zebrafish tank heater trips the breaker", "resolved", 0.9, agent_id="a")
+    new.deposit(packet)
+    new.close()
+    dense = make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "dense"), hybrid=False)
+    dense.deposit(packet)
+    dense.close()
+    # reopened with the defaults: each folder keeps what it was created with
+    again = make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "dense"))
+    assert not again.hybrid and again.query("zebrafish heater")[0][0] == packet
+    again.close()
+    with pytest.raises(ValueError, match="hybrid"):
+        make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "dense"), hybrid=True)
+    with pytest.raises(ValueError, match="hybrid"):
+        make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "new"), hybrid=False)
+    hybrid = make_router("qdrant-edge", embedder=HashEmbedder(), path=str(tmp_path / "new"))
+    assert hybrid.hybrid and hybrid.query("zebrafish heater")[0][0] == packet
+    hybrid.close()
+
+
+def test_qdrant_collection_keeps_its_hybrid_setting(tmp_path):
+    router = make_router("qdrant", embedder=HashEmbedder(), path=str(tmp_path / "q"), hybrid=True)
+    router.close()
+    with pytest.raises(ValueError, match="hybrid=True or hybrid=None"):
+        make_router("qdrant", embedder=HashEmbedder(), path=str(tmp_path / "q"), hybrid=False)
+    again = make_router("qdrant", embedder=HashEmbedder(), path=str(tmp_path / "q"))
+    assert again.hybrid
+    again.close()

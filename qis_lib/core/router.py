@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from ..embedders import Embedder, get_embedder
 from ..stores.contract import QueryFilter, Store, check_top_k
-from ..stores.registry import STORES, open_store
+from ..stores.registry import STORES, open_store, store_spec
 from .packet import OutcomePacket
 from .urls import parse_store_url, url_forms
 
@@ -94,13 +94,22 @@ class OutcomeRouter:
     Safe to call from many threads.
     """
 
-    def __init__(self, store: Store, embedder: Embedder | None = None, *, purge_every: int | None = None,
-                 purge_interval: float | None = None):
-        """`purge_every` (deposits) and `purge_interval` (seconds): delete expired packets from the
-        store after that many deposits or once that much time has passed, whichever comes first
-        (checked on deposit); None for neither. `purge_expired()` does it now."""
+    def __init__(self, store: Store, embedder: Embedder | None = None, *, hybrid: bool | None = None,
+                 purge_every: int | None = None, purge_interval: float | None = None):
+        """`hybrid`: send the problem text with each query so the store fuses BM25 with the
+        dense search (None: what the store was opened for). `purge_every` (deposits) and
+        `purge_interval` (seconds): delete expired packets from the store after that many
+        deposits or once that much time has passed, whichever comes first (checked on
+        deposit); None for neither. `purge_expired()` does it now."""
         if not isinstance(store, Store):
             raise TypeError(f"OutcomeRouter takes a Store, got {type(store).__name__}")
+        if hybrid not in (None, True, False):
+            raise ValueError(f"hybrid must be True, False or None (what the store does), got {hybrid!r}")
+        if hybrid and not store.capabilities.hybrid:
+            raise ValueError(f"hybrid=True needs a store opened for hybrid search; this {store.name} store is not "
+                             f"(hybrid stores: {hybrid_stores()})")
+        # hybrid: send the problem text with each query, so the store fuses BM25 with the dense search
+        self.hybrid = store.capabilities.hybrid if hybrid is None else hybrid
         self.store = store
         self.embedder = embedder if embedder is not None else get_embedder()
         if self.embedder.dim != store.dim:
@@ -183,7 +192,7 @@ class OutcomeRouter:
         flt = QueryFilter(now=time.time() if now is None else now, domain=domain, min_confidence=min_confidence,
                           exclude_agent=exclude_agent)  # checks each value, naming the one that is wrong
         vector = self.embedder.encode([problem])[0]
-        hits = self.store.query(vector, top_k, flt)
+        hits = self.store.query(vector, top_k, flt, text=problem) if self.hybrid else self.store.query(vector, top_k, flt)
         self._count("queries")
         return self._packets(hits)
 
@@ -226,6 +235,7 @@ class OutcomeRouter:
             "queries": counts.get("queries", 0),
             "skipped_payloads": counts.get("skipped_payloads", 0),
             "purged": counts.get("purged", 0),
+            "hybrid_queries": self.hybrid,
             **{k: v for k, v in vars(self.store.capabilities).items()},
             "store_info": self.store.info(),
         }
@@ -240,7 +250,18 @@ class OutcomeRouter:
         self.close()
 
 
-def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = None, **options) -> OutcomeRouter:
+def hybrid_stores() -> list[str]:
+    """The registered stores that can fuse BM25 and dense search in their engine."""
+    return sorted(name for name, spec in STORES.items() if spec.hybrid)
+
+
+# The default of make_router's `hybrid` (None: hybrid where the store's engine can fuse,
+# dense elsewhere), chosen in notebook 06 from the Hadoop duplicate pairs.
+DEFAULT_HYBRID: bool | None = None
+
+
+def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = None, *,
+                hybrid: bool | None = DEFAULT_HYBRID, **options) -> OutcomeRouter:
     """A router over the named store: make_router("qdrant-edge", path="data/store") or
     make_router("qdrant://localhost:6333"). `embedder` is an Embedder, a backend name
     for `get_embedder`, or None for the fastest installed backend (onnx, else
@@ -248,7 +269,13 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
     ("http://host:port") with no embedder gives a router whose work, embedding included,
     happens on the service; with one, this process embeds and uses the service's store.
     `purge_every` / `purge_interval` go to the router (automatic purge of expired packets);
-    every other option goes to the store."""
+    every other option goes to the store.
+
+    `hybrid`: True adds BM25 beside the dense vector and fuses both inside the store
+    (qdrant-edge, qdrant; other stores refuse it by name); False is dense only; None
+    (the default) is hybrid on the stores that can do it (an existing store keeps
+    what it was created with) and dense elsewhere. Fusion options (`rrf_k`,
+    `prefetch`, `bm25_avg_len`) go to the store with the other options."""
     if not isinstance(name_or_url, str):
         raise TypeError(f"make_router takes a store name or url, got {type(name_or_url).__name__}")
     if "://" in name_or_url:
@@ -265,4 +292,11 @@ def make_router(name_or_url: str = "memory", embedder: Embedder | str | None = N
         embedder = get_embedder(embedder)
     options.setdefault("dim", embedder.dim)
     cadence = {key: options.pop(key) for key in ("purge_every", "purge_interval") if key in options}
-    return OutcomeRouter(open_store(name, **options), embedder, **cadence)
+    if store_spec(name).hybrid:
+        options.setdefault("hybrid", hybrid)
+    elif hybrid or any(k in options for k in ("rrf_k", "prefetch", "bm25_avg_len")):
+        raise ValueError(f"hybrid search (hybrid=True, rrf_k, prefetch, bm25_avg_len) needs a store that fuses BM25 and "
+                         f"dense search in its engine: {hybrid_stores()}; the {name!r} store has no BM25 index. "
+                         "Leave hybrid out (or False) for dense search")
+    return OutcomeRouter(open_store(name, **options), embedder,
+                         hybrid=None if hybrid is None else bool(hybrid), **cadence)

@@ -11,18 +11,17 @@ MRR@k the mean of 1/rank (0 when the partner is not in the top k).
   vectors), `exact_ranks` computes the full rank with numpy (the ceiling of the model).
 - `cold_start_replay` deposits reports in Created order and asks, for each report with
   an earlier duplicate, whether one is in the top k among the packets deposited so far.
-- `EdgeHybrid`: lexical (BM25) and dense search fused with reciprocal rank fusion,
-  inside the Qdrant engine (qdrant-edge's own Bm25 sparse vectors, IDF modifier,
-  prefetch + Fusion.Rrf). `rrf` / `rrf_scores` are the plain formula, used to check it.
+- `hybrid_search`: dense, BM25 or both fused by reciprocal rank fusion inside a hybrid
+  store (`make_router(..., hybrid=True)`'s stores; see qis_lib/stores/bm25.py).
+  `rrf` / `rrf_scores` are the plain formula, used to check it.
+- `split_pairs`, `bootstrap_ci`, `with_intervals`: choose on earlier pairs, report on
+  later ones, with a bootstrap interval over pairs (66 pairs is a small sample).
 
 Data used with this module in notebook 06: GitBugs (Patil, arXiv:2504.09651, CC BY 4.0);
 see qis_lib.datasets.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import defaultdict
 from typing import Callable, Iterable, Sequence
 
@@ -34,6 +33,7 @@ from ..stores.contract import QueryFilter, Store
 
 Search = Callable[[int, int], list[str]]  # (query packet index, k) -> agent ids, best first
 KS = (1, 5, 10)
+SEARCH_MODES = ("dense", "bm25", "hybrid")
 
 
 def directed_queries(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -237,92 +237,65 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = 60, weights: Sequence[float]
     return sorted(scores, key=lambda d: (-round(scores[d], 12), order[d]))
 
 
-class EdgeHybrid:
-    """Dense and BM25 search in one qdrant-edge shard, fused inside the engine.
+def hybrid_search(store: Store, packets: Sequence[OutcomePacket], vectors: np.ndarray, mode: str = "hybrid",
+                  now: float | None = None) -> Search:
+    """A Search over a hybrid store (opened with hybrid=True and loaded with `load_store`):
+    "dense" (the vector), "bm25" (the problem text alone, `lexical_query`) or "hybrid" (both,
+    fused inside the store). The query's own agent is excluded as in `store_search`."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+    if mode != "dense" and not store.capabilities.hybrid:
+        raise ValueError(f"mode {mode!r} needs a store opened with hybrid=True, not this {store.name} store")
+    now = max(p.timestamp for p in packets) + 1.0 if now is None else now
 
-    Each point holds the dense vector (unnamed) and a "bm25" sparse vector from
-    qdrant_edge.Bm25 (English stemming and stop words; IDF applied by the engine at
-    query time). `query(mode="hybrid")` sends one request: two prefetches (dense and
-    BM25, `prefetch` results each) fused by Fusion.Rrf(k=rrf_k)."""
+    def search(i: int, k: int) -> list[str]:
+        flt = QueryFilter(now=now, exclude_agent=packets[i].agent_id)
+        text = packets[i].problem_description
+        hits = (store.query(vectors[i], k, flt) if mode == "dense" else store.lexical_query(text, k, flt)
+                if mode == "bm25" else store.query(vectors[i], k, flt, text=text))
+        return [payload["agent_id"] for payload, _ in hits]
 
-    MODES = ("dense", "bm25", "hybrid")
+    return search
 
-    def __init__(self, dim: int = 384, avg_len: float = 20.0, rrf_k: int = 60, prefetch: int = 100,
-                 path: str | None = None):
-        import qdrant_edge as qe
 
-        self.dim, self.rrf_k, self.prefetch = dim, rrf_k, prefetch
-        self._tmpdir = tempfile.mkdtemp(prefix="qis-hybrid-") if path is None else None
-        self.path = os.path.join(self._tmpdir, "shard") if path is None else str(path)
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
-                               sparse_vectors={"bm25": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)})
-        self.shard = qe.EdgeShard.create(self.path, config)
-        self.shard.update(qe.UpdateOperation.create_field_index("agent_id", qe.PayloadSchemaType.Keyword))
-        self.bm25 = qe.Bm25(qe.Bm25Config(avg_len=avg_len))
+def split_pairs(pairs: Sequence[tuple[str, str]], test_share: float = 1 / 3) -> tuple[list, list]:
+    """(train, test): the pairs in their order (by the later report's arrival), the last
+    `test_share` of them held out, so choices made on train are checked on later reports."""
+    if not 0.0 < test_share < 1.0:
+        raise ValueError(f"test_share must be between 0 and 1, got {test_share!r}")
+    pairs = list(pairs)
+    cut = len(pairs) - max(1, round(len(pairs) * test_share))
+    if cut < 1:
+        raise ValueError(f"need at least 2 pairs to split, got {len(pairs)}")
+    return pairs[:cut], pairs[cut:]
 
-    def upsert(self, packets: Sequence[OutcomePacket], vectors: np.ndarray, texts: Sequence[str] | None = None,
-               batch: int = 500) -> None:
-        """Store packets with their dense vectors; BM25 indexes `texts` (default: the problem descriptions)."""
-        import qdrant_edge as qe
 
-        vectors = np.asarray(vectors, dtype=np.float32)
-        texts = [p.problem_description for p in packets] if texts is None else list(texts)
-        if not (len(packets) == len(vectors) == len(texts)):
-            raise ValueError(f"packets, vectors and texts differ in length: {len(packets)}, {len(vectors)}, {len(texts)}")
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must have shape (n, {self.dim}), got {vectors.shape}")
-        for start in range(0, len(packets), batch):
-            points = [qe.Point(p.packet_id, {"": v.tolist(), "bm25": self.bm25.embed_document(t)}, p.to_payload())
-                      for p, v, t in zip(packets[start:start + batch], vectors[start:start + batch],
-                                         texts[start:start + batch])]
-            self.shard.update(qe.UpdateOperation.upsert_points(points))
+def bootstrap_ci(ranks: pd.DataFrame, metric: str = "recall@10", n: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric` ("recall@K" or "MRR@K") resampling duplicate
+    pairs (a pair's two directions together: they are not independent)."""
+    kind, _, k = metric.partition("@")
+    if kind not in ("recall", "MRR") or not k.isdigit():
+        raise ValueError(f"metric must look like 'recall@10' or 'MRR@10', got {metric!r}")
+    found = pd.to_numeric(ranks["rank"]).astype(float).fillna(np.inf).to_numpy()
+    per_query = (found <= int(k)) if kind == "recall" else np.where(found <= int(k), 1.0 / found, 0.0)
+    pair = [tuple(sorted(qt)) for qt in zip(ranks["query"], ranks["target"])]
+    codes, uniques = pd.factorize(pd.Series(pair))
+    sums = np.bincount(codes, weights=per_query.astype(float))
+    counts = np.bincount(codes).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(uniques), size=(n, len(uniques)))
+    values = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(low), float(high)
 
-    def query(self, vector: np.ndarray, text: str, top_k: int = 10, exclude_agent: str | None = None,
-              mode: str = "hybrid") -> list[tuple[dict, float]]:
-        """Top-k payloads for a query: "dense" (the vector), "bm25" (the text) or "hybrid" (both
-        fused by reciprocal rank in one request)."""
-        import qdrant_edge as qe
 
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        flt = qe.Filter(must_not=[qe.FieldCondition("agent_id", match=qe.MatchValue(exclude_agent))]) \
-            if exclude_agent is not None else None
-        dense = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist())
-        lexical = qe.Query.Nearest(self.bm25.embed_query(text), using="bm25")
-        if mode == "hybrid":
-            limit = max(self.prefetch, top_k)
-            request = qe.QueryRequest(
-                limit=top_k, query=qe.Fusion.Rrf(k=self.rrf_k), filter=flt, with_payload=True,
-                prefetches=[qe.Prefetch(limit=limit, query=dense, filter=flt),
-                            qe.Prefetch(limit=limit, query=lexical, filter=flt)])
-        else:
-            request = qe.QueryRequest(limit=top_k, query=dense if mode == "dense" else lexical, filter=flt,
-                                      with_payload=True)
-        return [(dict(h.payload or {}), float(h.score)) for h in self.shard.query(request)]
-
-    def search(self, packets: Sequence[OutcomePacket], vectors: np.ndarray, mode: str = "hybrid",
-               texts: Sequence[str] | None = None) -> Search:
-        """A Search for `duplicate_ranks`: query with packet i's vector and text."""
-        texts = [p.problem_description for p in packets] if texts is None else list(texts)
-
-        def search(i: int, k: int) -> list[str]:
-            return [payload["agent_id"] for payload, _ in
-                    self.query(vectors[i], texts[i], k, exclude_agent=packets[i].agent_id, mode=mode)]
-
-        return search
-
-    def close(self) -> None:
-        if self.shard is not None:
-            self.shard.close()
-            self.shard = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> "EdgeHybrid":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def with_intervals(results: dict[tuple, pd.DataFrame], names: Sequence[str], metrics=("recall@10", "MRR@10"),
+                   n: int = 2000) -> pd.DataFrame:
+    """`quality_table` plus a 95% bootstrap interval for each of `metrics`, as "low-high"."""
+    table = quality_table(results, names)
+    for metric in metrics:
+        table[f"{metric} 95% CI"] = ["{:.3f}-{:.3f}".format(*bootstrap_ci(r, metric, n)) for r in results.values()]
+    return table
 
 
 def mean_tokens(texts: Iterable[str]) -> float:

@@ -23,9 +23,10 @@ firefox, ...) write "2020-01-02 17:14:21+00:00" and "WONTFIX", and have no
 
 How a report becomes a packet:
 
-- problem_description: the summary (text="summary"), or the summary followed by the
-  start of the description (text="summary+description", `description_chars`
-  characters, Jira markup removed, cut at a word).
+- problem_description: the summary followed by as much of the description's start
+  (Jira markup removed, cut at a word) as keeps the serialized packet within 512 bytes
+  (the default: text="summary+description", description_chars=None); or a fixed
+  `description_chars` characters of it; or the summary alone (text="summary").
 - outcome_type and confidence from the resolution (spellings are compared in lower
   case with everything but letters and digits removed, so "Won't Fix" = "WONTFIX"):
 
@@ -124,15 +125,29 @@ def cut_at_word(text: str, limit: int) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:")
 
 
-def problem_text(summary: str, description: str, text: str = "summary", description_chars: int = 200) -> str:
-    """The words an agent would route on: the summary, or the summary and the description's start."""
+def problem_text(summary: str, description: str, text: str = "summary", description_chars: int | None = 200,
+                 fits: Callable[[str], bool] | None = None) -> str:
+    """The words an agent would route on: the summary, or the summary and the description's start
+    (`description_chars` characters, cut at a word; None: as many words as `fits(text)` allows)."""
     if text not in TEXT_CHOICES:
         raise ValueError(f"text must be one of {TEXT_CHOICES}, got {text!r}")
     summary = clean_text(summary)
     if text == "summary":
         return summary
+    if description_chars is None:
+        if fits is None:
+            raise ValueError("description_chars=None (fill the byte budget) needs fits=")
+        words = clean_text(description).split(" ")
+        def joined(n: int) -> str:
+            start = " ".join(words[:n]).rstrip(" ,.;:")
+            return f"{summary}. {start}" if start else summary
+        low, high = 0, len(words)  # the longest start that fits, by bisection (size grows with n)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(joined(mid)) else (low, mid - 1)
+        return joined(low)
     if not isinstance(description_chars, int) or description_chars < 0:
-        raise ValueError(f"description_chars must be an int >= 0, got {description_chars!r}")
+        raise ValueError(f"description_chars must be an int >= 0 or None, got {description_chars!r}")
     start = cut_at_word(clean_text(description), description_chars)
     return f"{summary}. {start}" if start else summary
 
@@ -269,20 +284,22 @@ def tags_of(row, project: str) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def make_packets(reports: pd.DataFrame, pairs: list[tuple[str, str]], project: str, text: str = "summary",
-                 description_chars: int = 200, ttl: float = DEFAULT_TTL) -> list[OutcomePacket]:
-    """One packet per report, in the order of `reports`."""
+def make_packets(reports: pd.DataFrame, pairs: list[tuple[str, str]], project: str, text: str = "summary+description",
+                 description_chars: int | None = None, ttl: float = DEFAULT_TTL) -> list[OutcomePacket]:
+    """One packet per report, in the order of `reports`; description_chars=None fills each packet
+    up to MAX_PACKET_BYTES serialized (the summary alone if even that is over)."""
     linked: dict[str, list[str]] = {}
     for a, b in pairs:
         linked.setdefault(a, []).append(b)
         linked.setdefault(b, []).append(a)
     packets = []
     for row in reports.itertuples(index=False):
-        problem = problem_text(row.summary, row.description, text, description_chars)
-        packets.append(OutcomePacket(
+        build = lambda problem: OutcomePacket(  # noqa: E731 (row is this loop's)
             problem_description=problem or row.id, outcome_type=row.outcome_type, confidence=row.confidence,
             delta_summary=delta_summary(row, linked.get(row.id, [])), domain_tags=tags_of(row, project),
-            timestamp=row.created.timestamp(), agent_id=row.id, ttl=ttl))
+            timestamp=row.created.timestamp(), agent_id=row.id, ttl=ttl)
+        packets.append(build(problem_text(row.summary, row.description, text, description_chars,
+                                          fits=lambda t: build(t).size_bytes <= MAX_PACKET_BYTES)))
     return packets
 
 
@@ -299,7 +316,7 @@ class GitBugs:
     skipped_links: int = 0  # links naming a report that is not in the reports file
     unknown_resolutions: Counter = field(default_factory=Counter)
 
-    def make_packets(self, text: str = "summary", description_chars: int = 200,
+    def make_packets(self, text: str = "summary+description", description_chars: int | None = None,
                      ttl: float = DEFAULT_TTL) -> list[OutcomePacket]:
         """The packets again with another text choice (same order as `reports`)."""
         return make_packets(self.reports, self.duplicate_pairs, self.project, text, description_chars, ttl)
@@ -359,8 +376,8 @@ def resolve_dir(path: str | os.PathLike | None = None, project: str = "hadoop", 
     return download_gitbugs(project, fetch=fetch)
 
 
-def load_gitbugs(path: str | os.PathLike | None = None, *, project: str | None = None, text: str = "summary",
-                 description_chars: int = 200, ttl: float = DEFAULT_TTL, download: bool = True,
+def load_gitbugs(path: str | os.PathLike | None = None, *, project: str | None = None,
+                 text: str = "summary+description", description_chars: int | None = None, ttl: float = DEFAULT_TTL, download: bool = True,
                  fetch: Callable[[str], bytes] = fetch_url) -> GitBugs:
     """Load one GitBugs project (see the module docstring for the mapping to packets)."""
     directory = resolve_dir(path, project or "hadoop", download, fetch)

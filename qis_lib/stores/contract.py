@@ -41,6 +41,7 @@ class Capabilities:
     persistent: bool = False  # data survives closing the client
     shared: bool = False  # several processes may open the same store at once
     server: bool = False  # talks to a separate server process
+    hybrid: bool = False  # query(..., text=) fuses BM25 over the stored problem texts with the dense search
 
 
 @dataclass(frozen=True)
@@ -266,13 +267,26 @@ class Store(abc.ABC):
         if ids:
             self._upsert(ids, vectors, payloads)
 
-    def query(self, vector: Any, top_k: int, flt: QueryFilter) -> list[Hit]:
+    def query(self, vector: Any, top_k: int, flt: QueryFilter, *, text: str | None = None) -> list[Hit]:
         """The `top_k` stored payloads most similar to `vector` among those `flt` keeps.
 
         Returns (payload, cosine similarity) pairs, best first; fewer than top_k when
         fewer match. The filter runs inside the store, before the top k are chosen.
+
+        `text` (the query's problem text) asks a hybrid store (`capabilities.hybrid`)
+        to fuse BM25 over the stored problem texts with the dense search, the filter
+        applied to both; the order is then the fused one and the score still the cosine.
+        A store without hybrid search refuses it rather than silently ignoring it.
         """
-        return self._query(check_query(self.dim, vector, top_k, flt), top_k, flt)
+        vector = check_query(self.dim, vector, top_k, flt)
+        if text is None:
+            return self._query(vector, top_k, flt)
+        if not self.capabilities.hybrid:
+            raise ValueError(f"query(text=...) asks for hybrid search, which this {self.name} store does not do: "
+                             "open a qdrant-edge or qdrant store with hybrid=True, or leave text out")
+        from .bm25 import check_text
+
+        return self._query(vector, top_k, flt, text=check_text(text))
 
     def get(self, ids: Sequence[str]) -> dict[str, dict]:
         """The stored payloads of `ids`, by id; ids not stored are left out."""
@@ -375,7 +389,8 @@ class Store(abc.ABC):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None: ...
 
     @abc.abstractmethod
-    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[Hit]: ...
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[Hit]:
+        """Dense search; a hybrid store also takes the keyword `text` (called only when given)."""
 
     @abc.abstractmethod
     def _get(self, ids: list[str]) -> dict[str, dict]: ...

@@ -15,6 +15,11 @@ answer in time); the store then sends it to the next node. Writes are upserts by
 packet id, so a write applied twice is stored once. When every node fails the error is
 `NoNodeAnswered` (a ConnectionError) whose `may_have_been_applied` says whether any node
 might have stored it.
+
+Hybrid search (`hybrid=True`) is the same as qdrant-edge's, through qdrant-client: a
+"bm25" sparse vector with the IDF modifier beside the dense one, and one `query_points`
+with a dense and a BM25 prefetch (each under the filter) fused by RRF. Local mode and a
+server take the same request.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, check_dim, check_uuid_ids,
                        opening_error)
 from .options import DEFAULT, IndexOptions, resolve, warn_ignored
@@ -286,7 +292,9 @@ class QdrantStore(Store):
                  payload_index: bool = True, host: str | None = None, port: int | None = None,
                  grpc_port: int = 6334, prefer_grpc: bool = False, *, quantization: str | None = DEFAULT,
                  m: int | None = DEFAULT, ef_construct: int | None = DEFAULT, hnsw_ef: int | None = DEFAULT,
-                 rescore: bool = True, oversampling: float | None = DEFAULT):
+                 rescore: bool = True, oversampling: float | None = DEFAULT,
+                 hybrid: bool | None = False, rrf_k: int = HybridParams.rrf_k,
+                 prefetch: int = HybridParams.prefetch, bm25_avg_len: float = HybridParams.avg_len):
         from qdrant_client import QdrantClient
 
         # Index options: checked now, sent with create_collection (a server builds with them;
@@ -339,31 +347,40 @@ class QdrantStore(Store):
             # Local mode has no locking between threads (qdrant-client#1193).
             self._lock = threading.RLock()
         self._active = 0
+        if hybrid not in (None, True, False):
+            raise ValueError(f"hybrid must be True, False or None (follow the stored collection), got {hybrid!r}")
+        self.hybrid_params = HybridParams(rrf_k=rrf_k, prefetch=prefetch, avg_len=bm25_avg_len)
         self.params = collection_params(dim, shard_number, replication_factor, write_consistency_factor)
         self.params.update(index)
         # Local mode searches exactly and warns on every query given search_params: send them to servers only.
         self._search_params = search_params(self.options) if self.urls else None
         self._manifest = FolderManifest(str(path), "qdrant") if path is not None else None
+        self._hybrid_wanted = hybrid
         if self._manifest is None:
             try:
-                self._call(self._ensure_collection, payload_index)
+                hybrid = self._call(self._ensure_collection, payload_index)
             except NoNodeAnswered as exc:  # say where we looked and what to do; keep its failures
                 self.close()
                 exc.args = (f"no Qdrant server answered at {self.addresses()}: {exc}. Start one (see README: "
                             "A Qdrant cluster), or use local mode: make_router('qdrant') or path=",)
                 raise
-            return
-        try:
-            self._call(self._ensure_collection, payload_index)
-            count = self.count()
-        except Exception as exc:
-            self._clients[0].close()
-            raise opening_error("qdrant", str(path), exc) from exc
-        try:
-            self._manifest.check(count)
-        except Exception:
-            self._clients[0].close()
-            raise
+        else:
+            try:
+                hybrid = self._call(self._ensure_collection, payload_index)
+                count = self.count()
+            except ValueError:  # our own check of the folder's settings (size, hybrid): not damage
+                self._clients[0].close()
+                raise
+            except Exception as exc:
+                self._clients[0].close()
+                raise opening_error("qdrant", str(path), exc) from exc
+            try:
+                self._manifest.check(count)
+            except Exception:
+                self._clients[0].close()
+                raise
+        self.capabilities = Capabilities(**{**vars(self.capabilities), "hybrid": hybrid})
+        self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
 
     def addresses(self) -> str:
         """The node addresses this store talks to, with the gRPC port when gRPC is preferred."""
@@ -421,11 +438,16 @@ class QdrantStore(Store):
         # not know. Deposits are upserts by packet id, so sending them again is safe.
         raise NoNodeAnswered(failures) from failures[-1][2]
 
-    def _ensure_collection(self, client, payload_index: bool) -> None:
+    def _ensure_collection(self, client, payload_index: bool) -> bool:
+        """Create the collection if needed, check it; returns whether it holds the BM25 sparse vector."""
+        from qdrant_client import models
+
         name = self.collection_name
         if not client.collection_exists(name):
+            sparse = {SPARSE_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)} \
+                if self._hybrid_wanted is not False else None
             try:
-                client.create_collection(name, **self.params)
+                client.create_collection(name, **self.params, sparse_vectors_config=sparse)
             except Exception:
                 if not client.collection_exists(name):  # lost a race with another client: fine
                     raise
@@ -433,10 +455,15 @@ class QdrantStore(Store):
         size = info.config.params.vectors.size
         if size != self.dim:
             raise ValueError(f"collection {name!r} holds {size}-d vectors, not {self.dim}-d")
+        has_bm25 = SPARSE_NAME in (info.config.params.sparse_vectors or {})
+        if self._hybrid_wanted is not None and self._hybrid_wanted != has_bm25:
+            raise ValueError(f"collection {name!r} was created with{'' if has_bm25 else 'out'} a BM25 sparse vector, "
+                             f"but hybrid={self._hybrid_wanted}; open it with hybrid={has_bm25} or hybrid=None")
         if payload_index and self.urls:  # local mode ignores payload indexes
             for field, schema in payload_indexes().items():
                 if field not in (info.payload_schema or {}):
                     client.create_payload_index(name, field_name=field, field_schema=schema, wait=True)
+        return has_bm25
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -444,7 +471,12 @@ class QdrantStore(Store):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         from qdrant_client import models
 
-        batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+        if self._bm25 is None:
+            batch = models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads)
+        else:
+            sparse = [models.SparseVector(**dict(zip(("indices", "values"), self._bm25.document(str(p.get(TEXT_FIELD, ""))))))
+                      for p in payloads]
+            batch = models.Batch(ids=ids, vectors={"": vectors.tolist(), SPARSE_NAME: sparse}, payloads=payloads)
         # wait=True: the server answers once the change has been applied, so an ack means stored.
         if self._manifest is None:
             self._call(lambda c: c.upsert(self.collection_name, points=batch, wait=True))
@@ -457,12 +489,28 @@ class QdrantStore(Store):
                           f"before is kept") from exc
         self._manifest.after_write(self.count)
 
-    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter,
+               text: str | None = None) -> list[tuple[dict, float]]:
         query_filter = qdrant_filter(flt)
-        result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
-                                                     query_filter=query_filter, with_payload=True,
-                                                     search_params=self._search_params))
-        return [(dict(p.payload or {}), float(p.score)) for p in result.points]
+        if text is None:
+            result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
+                                                         query_filter=query_filter, with_payload=True,
+                                                         search_params=self._search_params))
+            return [(dict(p.payload or {}), float(p.score)) for p in result.points]
+        from qdrant_client import models
+
+        from .qdrant_edge import cosine
+
+        limit = max(self.hybrid_params.prefetch, top_k)
+        indices, values = self._bm25.query(text)
+        prefetch = [models.Prefetch(query=vector.tolist(), filter=query_filter, limit=limit, params=self._search_params),
+                    models.Prefetch(query=models.SparseVector(indices=indices, values=values), using=SPARSE_NAME,
+                                    filter=query_filter, limit=limit)]
+        fusion = models.RrfQuery(rrf=models.Rrf(k=self.hybrid_params.rrf_k))
+        result = self._call(lambda c: c.query_points(self.collection_name, prefetch=prefetch, query=fusion, limit=top_k,
+                                                     query_filter=query_filter, with_payload=True, with_vectors=[""]))
+        return [(dict(p.payload or {}), cosine(vector, p.vector[""] if isinstance(p.vector, dict) else p.vector))
+                for p in result.points]
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """`client.query_points(...)` on the current node, filters and vectors built beforehand."""

@@ -9,6 +9,10 @@ first). qdrant-edge-py's `optimize()` holds Python's GIL while it runs, so other
 threads of the process wait for a build; the engine indexes the new segment, which
 keeps a build short (see the README, "Qdrant's production options").
 
+Hybrid search (`hybrid=True`): each point also holds a BM25 sparse vector of its
+problem text ("bm25", IDF modifier), and a query with `text=` is one request: a dense
+and a BM25 prefetch, each under the router's filter, fused by `Fusion.Rrf` in the engine.
+
 Durability: an upsert is acknowledged once `update()` has appended it to the
 write-ahead log. That survives a crash of the process (SIGKILL), not a power loss;
 `flush()` (done on close) syncs to disk.
@@ -25,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
                        check_uuid_ids, opening_error)
 from .options import DEFAULT, IndexOptions, resolve
@@ -90,16 +95,28 @@ def edge_filter(flt: QueryFilter):
     return qe.Filter(must=must, must_not=must_not)
 
 
+def cosine(query: np.ndarray, stored) -> float:
+    """Cosine of a query and a stored vector (Qdrant stores cosine vectors normalised)."""
+    stored = np.asarray(stored, dtype=np.float32)
+    return float(stored @ query / max(float(np.linalg.norm(query) * np.linalg.norm(stored)), 1e-12))
+
+
 class QdrantEdgeStore(Store):
     """The Qdrant engine in-process: one shard in `path` (a temporary one if None), payload
-    indexes on the filter fields, HNSW built by `optimize()` (or `after_bulk_load()`)."""
+    indexes on the filter fields, HNSW built by `optimize()` (or `after_bulk_load()`).
+
+    hybrid: True keeps a BM25 sparse vector beside the dense one (see the module
+    docstring); False, dense only; None, what an existing folder holds (a new one: hybrid).
+    rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`)."""
 
     name = "qdrant-edge"
 
     def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True,
                  hnsw_ef: int | None = DEFAULT, *, quantization: str | None = DEFAULT, m: int | None = DEFAULT,
                  ef_construct: int | None = DEFAULT, rescore: bool = True, oversampling: float | None = DEFAULT,
-                 index_threshold: int | None = DEFAULT_INDEX_THRESHOLD):
+                 index_threshold: int | None = DEFAULT_INDEX_THRESHOLD, hybrid: bool | None = False,
+                 rrf_k: int = HybridParams.rrf_k, prefetch: int = HybridParams.prefetch,
+                 bm25_avg_len: float = HybridParams.avg_len):
         import qdrant_edge as qe
 
         self.dim = check_dim(dim)
@@ -115,20 +132,15 @@ class QdrantEdgeStore(Store):
             self._tmpdir = tempfile.mkdtemp(prefix="qis-edge-")
             path = os.path.join(self._tmpdir, "shard")
         self.path = str(path)
-        self.capabilities = Capabilities(persistent=self._tmpdir is None)
-        config = self._config(qe)
+        if hybrid not in (None, True, False):
+            raise ValueError(f"hybrid must be True, False or None (follow the stored folder), got {hybrid!r}")
+        self.hybrid_params = HybridParams(rrf_k=rrf_k, prefetch=prefetch, avg_len=bm25_avg_len)
         exists = os.path.isdir(os.path.join(self.path, "wal"))
         if not exists and os.path.isdir(os.path.join(self.path, "segments")):
             raise opening_error("qdrant-edge", self.path, FileNotFoundError("segments/ without the wal/ folder"))
-        try:
-            # load() with a config checks that the stored vectors have our size (and stores the new options).
-            self.shard = qe.EdgeShard.load(self.path, config) if exists else qe.EdgeShard.create(self.path, config)
-        except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
-            if "incompatible" in str(exc):
-                raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
-            raise opening_error("qdrant-edge", self.path, exc) from exc
+        hybrid = self._open(qe, dim, hybrid, exists)
+        self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=hybrid)
+        self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
         self._lock = threading.RLock()  # close() must not race a query
         # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
         self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
@@ -158,8 +170,9 @@ class QdrantEdgeStore(Store):
         self.builds: list[dict] = []  # one entry per automatic build: points, seconds
         self.index_error: Exception | None = None
 
-    def _config(self, qe):
-        """The shard's config: vectors, HNSW, quantization, and optimizer thresholds that match ours."""
+    def _config(self, qe, with_bm25: bool = False):
+        """The shard's config: vectors (and the BM25 sparse vector), HNSW, quantization, and
+        optimizer thresholds that match ours."""
         o = self.options
         hnsw = qe.HnswIndexConfig(m=o.m if o.m is not None else 16,  # None: Qdrant's defaults
                                   ef_construct=o.ef_construct if o.ef_construct is not None else 100,
@@ -169,9 +182,34 @@ class QdrantEdgeStore(Store):
             # The engine indexes a segment once it holds more than indexing_threshold KB of vectors.
             kb = max(1, self.index_threshold * self.dim * 4 // 1024)
             optimizers = qe.EdgeOptimizersConfig(indexing_threshold=kb)
+        sparse = {SPARSE_NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if with_bm25 else None
         return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
-                             hnsw_config=hnsw, quantization_config=edge_quantization(o.quantization),
+                             sparse_vectors=sparse, hnsw_config=hnsw, quantization_config=edge_quantization(o.quantization),
                              optimizers=optimizers)
+
+    def _open(self, qe, dim: int, hybrid: bool | None, exists: bool) -> bool:
+        """Create or load the shard (hybrid=None: as the folder holds it, a new one hybrid). Returns hybrid."""
+        # A shard loads under a config without its sparse vector, not under one with a sparse vector
+        # it lacks: so an existing folder is tried with BM25 first, and that says what it holds.
+        for with_bm25 in ([hybrid is not False] if not exists else [True, False]):
+            try:
+                # load() with a config checks that the stored vectors have our size.
+                self.shard = qe.EdgeShard.load(self.path, self._config(qe, with_bm25)) if exists \
+                    else qe.EdgeShard.create(self.path, self._config(qe, with_bm25))
+                break
+            except Exception as exc:
+                if "WouldBlock" in str(exc):
+                    raise StoreBusyError(f"{self.path} is open in another qdrant-edge shard (one opener per folder)") from None
+                if "incompatible" not in str(exc):
+                    raise opening_error("qdrant-edge", self.path, exc) from exc
+                if with_bm25 and exists:
+                    continue
+                raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
+        if hybrid is not None and hybrid != with_bm25:
+            self.shard.close()
+            raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
+                             f"vector, but hybrid={hybrid}; open it with hybrid={with_bm25} or hybrid=None")
+        return with_bm25
 
     def check_store_ids(self, ids: list[str]) -> None:
         check_uuid_ids(ids)
@@ -188,7 +226,11 @@ class QdrantEdgeStore(Store):
         problem = free_space_problem(self.path)
         if problem is not None:
             raise OSError(errno.ENOSPC, problem)
-        points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
+        if self._bm25 is None:
+            points = [qe.Point(pid, v.tolist(), p) for pid, v, p in zip(ids, vectors, payloads)]
+        else:
+            points = [qe.Point(pid, {"": v.tolist(), SPARSE_NAME: self._bm25.document_edge(str(p.get(TEXT_FIELD, "")))}, p)
+                      for pid, v, p in zip(ids, vectors, payloads)]
         with self._lock:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             if self._manifest is not None:
@@ -236,8 +278,39 @@ class QdrantEdgeStore(Store):
         if builder is not None:
             builder.join()
 
-    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
-        request = self._request(vector, top_k, flt)
+    def _hybrid_request(self, vector: np.ndarray, text: str, top_k: int, flt: QueryFilter):
+        """One request: dense and BM25 prefetches, each under the filter, fused by RRF in the engine."""
+        import qdrant_edge as qe
+
+        native = edge_filter(flt)
+        limit = max(self.hybrid_params.prefetch, top_k)
+        prefetches = [qe.Prefetch(limit=limit, query=qe.Query.Nearest(vector.tolist()), filter=native,
+                                  params=self._params),
+                      qe.Prefetch(limit=limit, query=qe.Query.Nearest(self._bm25.query_edge(text), using=SPARSE_NAME),
+                                  filter=native)]
+        return qe.QueryRequest(limit=top_k, query=qe.Fusion.Rrf(k=self.hybrid_params.rrf_k), prefetches=prefetches,
+                               filter=native, with_payload=True, with_vector=True)
+
+    def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter,
+               text: str | None = None) -> list[tuple[dict, float]]:
+        if text is None:
+            request = self._request(vector, top_k, flt)
+            with self._lock:
+                hits = self.shard.query(request)
+            return [(dict(h.payload or {}), float(h.score)) for h in hits]
+        request = self._hybrid_request(vector, text, top_k, flt)
+        with self._lock:
+            hits = self.shard.query(request)
+        return [(dict(h.payload or {}), cosine(vector, h.vector[""])) for h in hits]
+
+    def lexical_query(self, text: str, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
+        """BM25 alone (the hybrid's lexical branch), for measuring what each branch contributes."""
+        import qdrant_edge as qe
+
+        if self._bm25 is None:
+            raise ValueError("lexical_query needs a store opened with hybrid=True")
+        request = qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(self._bm25.query_edge(text), using=SPARSE_NAME),
+                                  filter=edge_filter(flt), with_payload=True)
         with self._lock:
             hits = self.shard.query(request)
         return [(dict(h.payload or {}), float(h.score)) for h in hits]

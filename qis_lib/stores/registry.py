@@ -87,6 +87,7 @@ class StoreSpec:
     # "module:Class" of the router make_router returns for this store instead of an OutcomeRouter
     # over it (a routing service embeds for its agents), called with the store's options.
     router: str | None = None
+    hybrid: bool = False  # its class takes hybrid= (BM25 + dense fused in the engine; see stores/bm25.py)
 
     def __post_init__(self) -> None:
         unknown = [loc for loc in self.locations if loc not in LOCATIONS]
@@ -174,7 +175,7 @@ BUILTIN = (
                        description="chroma run on loopback, HTTP"),
               )),
     StoreSpec("qdrant", "qis_lib.stores.qdrant", "QdrantStore", extra="qdrant", locations=("path", "hosts"),
-              requires=("qdrant_client",),
+              requires=("qdrant_client",), hybrid=True,
               description="Qdrant through qdrant-client: local mode, a server, or a cluster with node failover",
               modes=(
                   Mode("qdrant-memory", lambda ctx: {"location": ":memory:", "collection": ctx.collection},
@@ -195,7 +196,7 @@ BUILTIN = (
                        cleanup=drop_server_collection),
               )),
     StoreSpec("qdrant-edge", "qis_lib.stores.qdrant_edge", "QdrantEdgeStore", extra=None, locations=("path",),
-              requires=("qdrant_edge",),
+              requires=("qdrant_edge",), hybrid=True,
               description="the Qdrant engine in-process (qdrant-edge-py): HNSW and payload indexes, one opener",
               modes=(Mode("qdrant-edge", lambda ctx: {"path": str(ctx.folder / "edge")}, bench="qdrant-edge",
                           description="Qdrant engine in-process, payload indexes, temp folder"),)),
