@@ -183,11 +183,7 @@ class OutcomeRouter:
         """
         if not isinstance(problem, str) or not problem.strip():
             raise ValueError(f"problem must be a non-empty string, got {problem!r}")
-        if domain_filter is not None:
-            if domain is not None and domain != domain_filter:
-                raise ValueError(f"domain={domain!r} and domain_filter={domain_filter!r} disagree: "
-                                 "they are two names for one filter, give one")
-            domain = domain_filter
+        domain = one_domain(domain, domain_filter)
         check_top_k(top_k)
         flt = QueryFilter(now=time.time() if now is None else now, domain=domain, min_confidence=min_confidence,
                           exclude_agent=exclude_agent)  # checks each value, naming the one that is wrong
@@ -248,6 +244,16 @@ class OutcomeRouter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def one_domain(domain: str | None, domain_filter: str | None) -> str | None:
+    """`domain`, or the article's name for it, `domain_filter`; both given must agree."""
+    if domain_filter is None:
+        return domain
+    if domain is not None and domain != domain_filter:
+        raise ValueError(f"domain={domain!r} and domain_filter={domain_filter!r} disagree: "
+                         "they are two names for one filter, give one")
+    return domain_filter
 
 
 def hybrid_stores() -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..core.packet import OutcomePacket
-from ..core.router import Hit, Synthesis
+from ..core.router import Hit, Synthesis, one_domain
 from ..stores.http import DEFAULT_NAMESPACE, MAX_BATCH, HttpStore, ServiceClient
 
 
@@ -99,8 +99,10 @@ class RemoteRouter:
         return ids
 
     def query(self, problem: str, top_k: int = 10, domain: str | None = None, min_confidence: float = 0.0,
-              exclude_agent: str | None = None, now: float | None = None) -> list[Hit]:
+              exclude_agent: str | None = None, now: float | None = None, *,
+              domain_filter: str | None = None) -> list[Hit]:
         """As `OutcomeRouter.query`: every filter runs in the service's store, before top-k."""
+        domain = one_domain(domain, domain_filter)
         body = {"problem": problem, "top_k": top_k, "domain": domain, "min_confidence": min_confidence,
                 "exclude_agent": exclude_agent, "now": now}
         return _hits(self.client.call("POST", "/v1/query", body)["hits"])

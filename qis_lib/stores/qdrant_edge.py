@@ -32,7 +32,8 @@ import numpy as np
 from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
                        check_uuid_ids, opening_error)
-from .options import DEFAULT, IndexOptions, resolve
+from .options import DEFAULT, resolve
+from .qdrant_edge_params import cosine, edge_filter, edge_quantization, edge_search_params  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -53,52 +54,6 @@ def free_space_problem(path: str, needed: int = MIN_FREE_BYTES) -> str | None:
 
 
 DEFAULT_INDEX_THRESHOLD = 5_000  # points written since the last build that start the next one
-
-
-def edge_quantization(name: str | None):
-    """The qdrant_edge quantization config for an option value (all kept in RAM)."""
-    import qdrant_edge as qe
-
-    if name is None:
-        return None
-    return {"int8": lambda: qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
-            "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
-            "product": lambda: qe.ProductQuantizationConfig(qe.CompressionRatio.X16, always_ram=True),
-            "turbo": lambda: qe.TurboQuantQuantizationConfig(always_ram=True, bits=qe.TurboQuantBitSize.Bits4),
-            }[name]()
-
-
-def edge_search_params(options: IndexOptions):
-    import qdrant_edge as qe
-
-    quant = None
-    if options.quantization is not None:
-        quant = qe.QuantizationSearchParams(rescore=options.rescore, oversampling=options.oversampling)
-    if options.hnsw_ef is None and quant is None:
-        return None
-    return qe.SearchParams(hnsw_ef=options.hnsw_ef, quantization=quant)
-
-
-def edge_filter(flt: QueryFilter):
-    """The router's filter as a qdrant_edge `Filter`."""
-    import qdrant_edge as qe
-
-    must = [
-        qe.FieldCondition("expires_at", range=qe.RangeFloat(gt=flt.now)),
-        qe.FieldCondition("confidence", range=qe.RangeFloat(gte=flt.min_confidence)),
-    ]
-    if flt.domain is not None:
-        must.append(qe.FieldCondition("domain_tags", match=qe.MatchValue(flt.domain)))
-    must_not = None
-    if flt.exclude_agent is not None:
-        must_not = [qe.FieldCondition("agent_id", match=qe.MatchValue(flt.exclude_agent))]
-    return qe.Filter(must=must, must_not=must_not)
-
-
-def cosine(query: np.ndarray, stored) -> float:
-    """Cosine of a query and a stored vector (Qdrant stores cosine vectors normalised)."""
-    stored = np.asarray(stored, dtype=np.float32)
-    return float(stored @ query / max(float(np.linalg.norm(query) * np.linalg.norm(stored)), 1e-12))
 
 
 class QdrantEdgeStore(Store):
@@ -359,6 +314,17 @@ class QdrantEdgeStore(Store):
 
     def scroll_ids(self, page: int = 1000) -> list[str]:
         import qdrant_edge as qe
+
+        ids: list[str] = []
+        offset = None
+        with self._lock:
+            while True:
+                records, offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=page, with_payload=False,
+                                                                     with_vector=False))
+                ids.extend(str(r.id) for r in records)
+                if offset is None:
+                    return ids
+
 
     def info(self) -> dict:
         """The engine's own view of the shard: points, HNSW-indexed vectors, segments, payload

@@ -4,13 +4,13 @@ REST and gRPC alike: an httpx timeout, a TimeoutError, a gRPC DEADLINE_EXCEEDED,
 `NoNodeAnswered` in which some node timed out is a "timeout" (the write may be stored
 although it was never acknowledged: the loss check counts it as indeterminate). Anything
 else is an "error". Which node failures move a client on to the next node is decided in
-`qis_lib.stores.qdrant.no_answer`; this module only labels the outcome.
+`qis_lib.stores.qdrant_nodes.no_answer`; this module only labels the outcome.
 """
 from __future__ import annotations
 
 import re
 
-from ...stores.qdrant import _causes, _grpc_code
+from ...stores.qdrant_nodes import _causes, _grpc_code
 
 _TIMEOUT_TEXT = re.compile(r"timed? ?out|timeout|deadline exceeded", re.IGNORECASE)
 
