@@ -18,7 +18,7 @@ from qis_lib.experiments.ledger import History, check_history
 from qis_lib.experiments.reliability import (KILL_PLANS, VolatileStoreError, kill_cycles, make_packet, persistent_modes,
                                              runnable_modes)
 from qis_lib.stores import StoreDamagedError, open_store
-from qis_lib.stores.contract import MANIFEST, FolderManifest
+from qis_lib.stores.folders import MANIFEST, FolderManifest
 
 # The persistent modes here (test_the_persistent_modes_... checks the list against the stores).
 PERSISTENT = [m for m in ("chroma-path", "chroma-server", "qdrant-path", "qdrant-edge") if m in runnable_modes()]

@@ -37,7 +37,8 @@ import pandas as pd
 from ..core.router import make_router
 from ..stores import ModeContext
 from .ledger import check_loss
-from .reliability import _Child, _ForkedChild, make_packet, mode_options, runnable_modes, save_results
+from .reliability.base import make_packet, mode_options, runnable_modes, save_results
+from .reliability.children import _Child, _ForkedChild
 
 COLLECTION = "damage"
 WRITER = "damage"

@@ -36,7 +36,7 @@ from ..core.router import make_router
 from ..stores import ModeContext
 from .damage import path_modes
 from .ledger import check_loss
-from .reliability import make_packet, mode_options, save_results
+from .reliability.base import make_packet, mode_options, save_results
 
 WRITER = "full"
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..stores import QueryFilter, open_store
-from .reliability import make_packet, save_results
+from .reliability.base import make_packet, save_results
 
 
 class StallingProxy:

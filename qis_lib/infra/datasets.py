@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from ..paths import cache_dir
+from .report_text import TEXT_CHOICES, clean_text, cut_at_word, problem_text  # noqa: F401 (re-exported)
 from .shipped_data import ENV_DIR, GZ, SHIPPED, SHIPPED_DIR, SHIPPED_PROJECT, sha256, shipped_dir  # noqa: F401
 from ..core.packet import MAX_DELTA_CHARS, MAX_PACKET_BYTES, OutcomePacket
 
@@ -78,7 +79,6 @@ CREDIT = ('Patil, A. "GitBugs: Bug Reports for Duplicate Detection, Retrieval Au
 DOWNLOAD_BASE = "https://raw.githubusercontent.com/av9ash/gitbugs/main"
 REPORTS_SUFFIX = "_bugs.csv"
 LINKS_SUFFIX = "_bugs-combined.csv"
-TEXT_CHOICES = ("summary", "summary+description")
 DEFAULT_TTL = 30 * 365 * 24 * 3600.0
 REQUIRED_COLUMNS = ("Summary", "Issue id", "Status", "Priority", "Resolution", "Created", "Description")
 VERSIONS_COLUMN = "Affects Version/s"
@@ -107,49 +107,6 @@ def map_resolution(resolution: str) -> tuple[str, float, bool]:
     if key in RESOLUTIONS:
         return (*RESOLUTIONS[key], True)
     return (*UNKNOWN_RESOLUTION, False)
-
-
-_MARKUP = re.compile(r"\{(code|noformat|quote|panel|color)[^}]*\}|\[~[^\]]*\]|https?://\S+|[*_]{2,}")
-
-
-def clean_text(text: str) -> str:
-    """Jira markup, links and runs of whitespace out: they carry no meaning for the model."""
-    return re.sub(r"\s+", " ", _MARKUP.sub(" ", str(text))).strip()
-
-
-def cut_at_word(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,.;:")
-
-
-def problem_text(summary: str, description: str, text: str = "summary", description_chars: int | None = 200,
-                 fits: Callable[[str], bool] | None = None) -> str:
-    """The words an agent would route on: the summary, or the summary and the description's start
-    (`description_chars` characters, cut at a word; None: as many words as `fits(text)` allows)."""
-    if text not in TEXT_CHOICES:
-        raise ValueError(f"text must be one of {TEXT_CHOICES}, got {text!r}")
-    summary = clean_text(summary)
-    if text == "summary":
-        return summary
-    if description_chars is None:
-        if fits is None:
-            raise ValueError("description_chars=None (fill the byte budget) needs fits=")
-        words = clean_text(description).split(" ")
-        def joined(n: int) -> str:
-            start = " ".join(words[:n]).rstrip(" ,.;:")
-            return f"{summary}. {start}" if start else summary
-        low, high = 0, len(words)  # the longest start that fits, by bisection (size grows with n)
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if fits(joined(mid)) else (low, mid - 1)
-        return joined(low)
-    if not isinstance(description_chars, int) or description_chars < 0:
-        raise ValueError(f"description_chars must be an int >= 0 or None, got {description_chars!r}")
-    start = cut_at_word(clean_text(description), description_chars)
-    return f"{summary}. {start}" if start else summary
 
 
 def parse_dates(values: pd.Series, column: str = "Created") -> pd.Series:

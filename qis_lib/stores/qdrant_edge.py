@@ -93,9 +93,9 @@ class QdrantEdgeStore(Store):
         exists = os.path.isdir(os.path.join(self.path, "wal"))
         if not exists and os.path.isdir(os.path.join(self.path, "segments")):
             raise opening_error("qdrant-edge", self.path, FileNotFoundError("segments/ without the wal/ folder"))
-        hybrid = self._open(qe, dim, hybrid, exists)
-        self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=hybrid)
-        self._bm25 = Bm25Encoder(bm25_avg_len) if hybrid else None
+        with_bm25 = self._open(qe, dim, hybrid, exists)
+        self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
+        self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
         self._lock = threading.RLock()  # close() must not race a query
         # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
         self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
@@ -117,6 +117,18 @@ class QdrantEdgeStore(Store):
             except Exception:
                 self.shard.close()
                 raise
+        # after the damage check: an empty folder (or one that lost its files) loads under any
+        # config, so it says nothing about BM25: it takes the one asked for
+        if hybrid is not None and hybrid != with_bm25 and count == 0:
+            self.shard.close()
+            self.shard = qe.EdgeShard.load(self.path, self._config(qe, hybrid))
+            with_bm25 = hybrid
+            self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
+            self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
+        if hybrid is not None and hybrid != with_bm25:
+            self.shard.close()
+            raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
+                             f"vector, but hybrid={hybrid}; open it with hybrid={with_bm25} or hybrid=None")
         self._params = edge_search_params(self.options)
         # The index builder: points written since the last build, and the thread building now.
         self._index_lock = threading.Lock()
@@ -160,10 +172,6 @@ class QdrantEdgeStore(Store):
                 if with_bm25 and exists:
                     continue
                 raise ValueError(f"qdrant-edge store {self.path} does not hold {dim}-d cosine vectors: {exc}") from None
-        if hybrid is not None and hybrid != with_bm25:
-            self.shard.close()
-            raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
-                             f"vector, but hybrid={hybrid}; open it with hybrid={with_bm25} or hybrid=None")
         return with_bm25
 
     def check_store_ids(self, ids: list[str]) -> None:
