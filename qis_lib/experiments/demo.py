@@ -53,10 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--embedder", default=None, help="embedder backend (default: the real MiniLM model)")
+    parser.add_argument("--dense", action="store_true",
+                        help="dense search only (default: hybrid BM25 + dense where the store can fuse them)")
     args = parser.parse_args(argv)
     packets = arrival_order(load_seed_packets(), args.agents)
-    with make_router(args.store, embedder=args.embedder) as router:
-        print(f"{len(packets)} agents on {router.store.name}, embedder {router.embedder.name}\n")
+    with make_router(args.store, embedder=args.embedder, **({"hybrid": False} if args.dense else {})) as router:
+        search = "hybrid (BM25 + dense)" if router.hybrid else "dense"
+        print(f"{len(packets)} agents on {router.store.name}, {search} search, embedder {router.embedder.name}\n")
         table = run_demo(router, packets, top_k=args.top_k)
         with pd.option_context("display.max_colwidth", 80, "display.width", 160):
             print(table.to_string(index=False))
