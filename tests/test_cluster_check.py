@@ -14,6 +14,7 @@ from fake_docker import FakeDocker
 from qdrant_fake import FakeCluster
 from qis_lib.infra import cluster_check
 from qis_lib.infra.cluster import COMPOSE_FILE, DockerComposeCluster, compose_spec
+from qis_lib.infra.servers import free_port
 
 NAMES = ["qdrant_node1", "qdrant_node2", "qdrant_node3"]
 
@@ -25,7 +26,8 @@ def stand_in(tmp_path, monkeypatch):
     cluster = FakeCluster(names=NAMES)
     spec = compose_spec(COMPOSE_FILE)
     for name in NAMES:
-        spec["services"][name]["ports"] = [f"{cluster.servers[name].port}:6333", f"{cluster.servers[name].port + 1}:6334"]
+        # the gRPC host port: a free one (port + 1 may be another recording node's port)
+        spec["services"][name]["ports"] = [f"{cluster.servers[name].port}:6333", f"{free_port()}:6334"]
     compose = tmp_path / "docker-compose.yml"
     compose.write_text(yaml.safe_dump(spec))
     with FakeDocker(tmp_path, compose, cluster) as docker:
