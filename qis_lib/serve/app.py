@@ -229,6 +229,16 @@ def _vector_api(api: APIRouter, namespaces: Namespaces) -> None:
         return {"namespace": namespace, "store": s.name, "dim": s.dim, "count": s.count(),
                 "capabilities": vars(s.capabilities), "uuid_ids": _takes_uuids_only(s)}
 
+    @api.get("/vectors/{namespace}/ids", response_model=m.IdsOut, tags=["vectors"],
+             responses={**full, 501: {"model": ErrorOut, "description": "the store cannot list its ids"}})
+    def ids(namespace: str = ns_param) -> dict:
+        """Every id the store holds, expired ones included (a full scroll, for crash checks)."""
+        s = store(namespace)
+        try:
+            return {"ids": s.scroll_ids()}
+        except NotImplementedError as exc:
+            raise HTTPException(501, str(exc)) from None
+
     @api.post("/vectors/{namespace}/upsert", response_model=m.Done, tags=["vectors"], responses=full)
     def upsert(body: m.UpsertIn, namespace: str = ns_param) -> dict:
         """Write the batch (checked whole first: a bad batch writes nothing)."""

@@ -214,6 +214,10 @@ class VectorHitsOut(BaseModel):
     hits: list[VectorHitOut]
 
 
+class IdsOut(BaseModel):
+    ids: list[str]
+
+
 class PayloadsOut(BaseModel):
     payloads: dict[str, dict[str, Any]]
 

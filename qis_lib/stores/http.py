@@ -160,6 +160,10 @@ class HttpStore(Store):
     def count(self) -> int:
         return self.client.call("GET", f"{self._path}/info")["count"]
 
+    def scroll_ids(self, page: int = 1000) -> list[str]:
+        """Every id the service's store holds (NotImplementedError if that store cannot list them)."""
+        return self.client.call("GET", f"{self._path}/ids")["ids"]
+
     def info(self) -> dict:
         return self.client.call("GET", f"{self._path}/info")
 

@@ -127,6 +127,16 @@ def start_http_service(stack: contextlib.ExitStack, folder: Path):
     return stack.enter_context(RoutingService("memory://", embedder="hash", folder=folder))
 
 
+def start_http_edge_service(stack: contextlib.ExitStack, folder: Path):
+    """A routing service over a qdrant-edge folder (persistent: a killed service restarted on
+    the same folder and port finds what it acknowledged), with the hash embedder. Its index
+    builds every 1,000 new points (not 5,000), so a kill cycle's service dies during one now and then."""
+    from ..serve.process import RoutingService
+
+    return stack.enter_context(RoutingService(f"qdrant-edge://{folder / 'edge'}?index_threshold=1000",
+                                              embedder="hash", folder=folder))
+
+
 def _qdrant_url() -> str | None:
     return os.environ.get("QDRANT_URL")
 
@@ -206,7 +216,13 @@ BUILTIN = (
               modes=(Mode("http", lambda ctx: {"url": ctx.server("http-service", start_http_service).url,
                                                "namespace": ctx.collection},
                           cleanup=lambda store: store.drop(),
-                          description="routing service on loopback over a memory store, a namespace per test"),)),
+                          description="routing service on loopback over a memory store, a namespace per test"),
+                     Mode("http-edge", lambda ctx: {"url": ctx.server("http-edge-service", start_http_edge_service).url,
+                                                    "namespace": ctx.collection},
+                          cleanup=lambda store: store.drop(),
+                          description="routing service on loopback over a qdrant-edge folder (persistent), "
+                                      "a namespace per test"),
+                     )),
 )
 
 STORES: dict[str, StoreSpec] = {spec.name: spec for spec in BUILTIN}

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     cs.add_argument("--seed", type=int, default=0)
     cs.add_argument("--max-acks", type=int, default=60)
     cs.add_argument("--minutes", type=float, default=None, help="start no cycle after this long (then the final check)")
+    cs.add_argument("--server-share", type=float, default=None,
+                    help="share of cycles (0-1) that kill the mode's server (default: one plan among the others)")
     cs.add_argument("--out", default=None, help="folder for cycles-KIND.csv and its summary")
     parser.add_argument("--out", default=None, help="folder for the summary CSVs (default: print only)")
     parser.add_argument("--threads", type=int, default=8)
@@ -202,7 +204,8 @@ def run_cycles_cli(args, argv) -> None:
         if csv_path is not None and csv_path.exists():
             csv_path.unlink()
         frames.append(kill_cycles(kind, cycles=args.cycles, seed=args.seed, max_acks=args.max_acks,
-                                  csv_path=csv_path, progress=True, minutes=args.minutes))
+                                  csv_path=csv_path, progress=True, minutes=args.minutes,
+                                  server_share=args.server_share))
     summary = cycles_summary(pd.concat(frames))
     print(summary.to_string(index=False))
     if out is not None:

@@ -28,7 +28,7 @@ class KillCycles:
     """The state of one kill-cycle campaign on one store folder: what was acknowledged, what was in flight."""
 
     def __init__(self, kind: str, ctx: ModeContext, folder: Path, seed: int = 0, max_acks: int = 60,
-                 timeout: float = 180.0):
+                 timeout: float = 180.0, server_share: float | None = None):
         self.kind = kind
         self.store, self.options = mode_options(kind, ctx)
         self.server = _killable_server(ctx)
@@ -36,12 +36,25 @@ class KillCycles:
         self.rng = random.Random(f"{kind}/{seed}")
         self.max_acks = max_acks
         self.timeout = timeout
+        if server_share is not None and not 0.0 <= server_share <= 1.0:
+            raise ValueError(f"server_share must be between 0 and 1, got {server_share!r}")
+        if server_share and self.server is None:
+            raise ValueError(f"server_share={server_share}: mode {kind!r} has no server the cycles can kill")
+        self.server_share = server_share
         self.acked: list[tuple[str, int]] = []
         self.in_flight: list[tuple[str, int]] = []
         self.estimates = {"open": 0.5, "optimize": 0.05, "close": 0.05}  # seconds, updated from what is seen
 
     def plans(self) -> list[str]:
         return [p for p in KILL_PLANS if p != "server" or self.server is not None]
+
+    def draw_plan(self) -> str:
+        """A kill plan drawn uniformly, or with `server_share` the server's kill that often."""
+        if self.server_share is None:
+            return self.rng.choice(self.plans())
+        if self.rng.random() < self.server_share:
+            return "server"
+        return self.rng.choice([p for p in self.plans() if p != "server"])
 
     def _spawn(self, writer: str, plan: dict) -> _Child:
         ledger = self.folder / "ledger.json"
@@ -66,7 +79,7 @@ class KillCycles:
     def cycle(self, number: int) -> dict:
         """Run one cycle: start the child, kill it (or the server) as the drawn plan says; return its row."""
         rng = self.rng
-        kind = rng.choice(self.plans())
+        kind = self.draw_plan()
         writer = f"k{number}"
         plan = {"count": rng.randint(1, self.max_acks) if kind == "close" else None,
                 "optimize_every": rng.randint(2, 12) if kind == "optimize" else rng.choice([0, 0, 10, 25]),
@@ -165,13 +178,16 @@ CYCLE_COLUMNS = ["kind", "cycle", "plan", "killed", "phase_at_kill", "acks", "ac
 
 
 def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60, csv_path: Path | None = None,
-                progress: bool = False, minutes: float | None = None) -> pd.DataFrame:
+                progress: bool = False, minutes: float | None = None,
+                server_share: float | None = None) -> pd.DataFrame:
     """`cycles` kill cycles on one folder of mode `kind`, then a final check; one row per cycle.
 
     Each row's check_* columns are the check made when that cycle's child reopened the
     store, i.e. the verdict on the previous kill; the last row (plan "final") checks the
     last kill. With `csv_path`, rows are appended to that CSV as they come. With `minutes`,
-    no cycle starts after that long: the final check comes early.
+    no cycle starts after that long: the final check comes early. Plans are drawn uniformly
+    from KILL_PLANS; with `server_share` (0-1) the mode's server is the one killed that share
+    of the cycles (for a service, whose own crash is the point).
     """
     stop_at = time.monotonic() + minutes * 60 if minutes is not None else float("inf")
     with tempfile.TemporaryDirectory(prefix=f"qis-cycles-{kind}-") as tmp, contextlib.ExitStack() as stack:
@@ -180,7 +196,7 @@ def kill_cycles(kind: str, cycles: int = 200, seed: int = 0, max_acks: int = 60,
         with make_router(store, embedder="hash", **options) as router:
             if not router.store.capabilities.persistent:
                 raise VolatileStoreError(f"mode {kind!r}: the store is not persistent, a reopen has nothing to find")
-        campaign = KillCycles(kind, ctx, Path(tmp), seed=seed, max_acks=max_acks)
+        campaign = KillCycles(kind, ctx, Path(tmp), seed=seed, max_acks=max_acks, server_share=server_share)
         rows = []
         for number in range(cycles + 1):
             if number < cycles and time.monotonic() > stop_at:
