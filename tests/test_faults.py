@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from qis_lib.experiments.damage import OK_VERDICTS, damage_runs
 from qis_lib.experiments.fulldisk import full_disk_case
-from qis_lib.experiments.hung import chroma_cases, qdrant_cases
+from qis_lib.experiments.hung import chroma_cases, http_cases, qdrant_cases
 from qis_lib.experiments.ledger import History, check_history
 from qis_lib.experiments.reliability import (KILL_PLANS, VolatileStoreError, kill_cycles, make_packet, persistent_modes,
                                              runnable_modes)
@@ -21,7 +21,10 @@ from qis_lib.stores import StoreDamagedError, open_store
 from qis_lib.stores.folders import MANIFEST, FolderManifest
 
 # The persistent modes here (test_the_persistent_modes_... checks the list against the stores).
-PERSISTENT = [m for m in ("chroma-path", "chroma-server", "qdrant-path", "qdrant-edge") if m in runnable_modes()]
+PERSISTENT = [m for m in ("chroma-path", "chroma-server", "qdrant-path", "qdrant-edge", "http-edge")
+              if m in runnable_modes()]
+# A service's own crash is the point of its cycles: here every one of them kills the service.
+SERVER_SHARE = {"http-edge": 1.0}
 
 
 def test_the_persistent_modes_are_the_stores_that_keep_data():
@@ -31,9 +34,11 @@ def test_the_persistent_modes_are_the_stores_that_keep_data():
 @pytest.mark.parametrize("kind", PERSISTENT)
 def test_kill_cycles_lose_nothing_and_invent_nothing(kind):
     """A few cycles of the full campaign: each reopen finds every ack once, unchanged, no phantom."""
-    frame = kill_cycles(kind, cycles=3, seed=7, max_acks=15)
+    frame = kill_cycles(kind, cycles=3, seed=7, max_acks=15, server_share=SERVER_SHARE.get(kind))
     assert list(frame["cycle"]) == [0, 1, 2, 3] and frame["plan"].iloc[-1] == "final"
     assert set(frame["plan"].iloc[:-1]) <= set(KILL_PLANS)
+    if kind in SERVER_SHARE:
+        assert list(frame["killed"].iloc[:-1]) == ["server"] * 3, frame.to_string()
     checked = frame.dropna(subset=["check_lost"])
     assert len(checked) >= 2  # the final check always; a child killed while opening checks nothing
     assert (checked["check_acknowledged"].iloc[-1] == frame["acknowledged_total"].iloc[-1])
@@ -45,6 +50,13 @@ def test_kill_cycles_lose_nothing_and_invent_nothing(kind):
 def test_kill_cycles_refuse_a_volatile_store():
     with pytest.raises(VolatileStoreError, match="not persistent"):
         kill_cycles("memory", cycles=1)
+
+
+@pytest.mark.parametrize("share, error", [(0.5, "has no server the cycles can kill"),
+                                          (1.5, "between 0 and 1")])
+def test_server_share_needs_a_server_and_a_fraction(share, error):
+    with pytest.raises(ValueError, match=error):
+        kill_cycles("qdrant-edge", cycles=1, server_share=share)
 
 
 # ------------------------------------------------------------------ damaged folders
@@ -123,6 +135,17 @@ def test_hung_qdrant_nodes_fail_within_the_timeout_naming_each_address():
 def test_hung_chroma_server_calls_fail_within_the_timeout_naming_it(chroma_server):
     rows = chroma_cases(chroma_server.url, timeout=1.0)
     assert {r["case"].split(",")[0] for r in rows} == {"open", "upsert", "query", "get", "count"}
+    for row in rows:
+        assert row["failed"] and row["within_limit"] and row["names_address"], row
+
+
+def test_hung_routing_service_calls_fail_within_the_timeout_naming_it(server_pool):
+    from qis_lib.stores.registry import start_http_service
+
+    service = server_pool.get("http-service", start_http_service)
+    rows = http_cases(service.url, timeout=1.0)
+    assert {r["case"].split(",")[0] for r in rows} == {"open", "upsert", "query", "get", "count",
+                                                         "deposit (text)", "query (text)"}
     for row in rows:
         assert row["failed"] and row["within_limit"] and row["names_address"], row
 

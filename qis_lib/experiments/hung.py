@@ -10,9 +10,10 @@ only after a delay longer than the client's timeout). Each case times one client
 - Qdrant (qdrant-client, REST): opening against a silent and a slow node; and two node
   urls that both stall: the store tries one, then the next (each connection seen by its
   proxy) and fails naming both, within two timeouts (+1 s each).
+- The routing service (`python -m qis_lib.serve`): Chroma's cases through its vector API
+  (HttpStore), plus a deposit and a query through the agents' text API (RemoteRouter).
 
-(No Qdrant server runs here, so a Qdrant store cannot be opened before its node stalls;
-the HTTP routing service, once it is a registered store, gets the same cases.)
+(No Qdrant server runs here, so a Qdrant store cannot be opened before its node stalls.)
 
     python -m qis_lib.experiments.hung --out results/reliability/
 """
@@ -28,6 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..serve.process import RoutingService
 from ..stores import QueryFilter, open_store
 from .reliability.base import make_packet, save_results
 
@@ -122,38 +124,88 @@ def _row(target: str, case: str, timeout: float, seconds: float, exc: BaseExcept
             "names_address": address in text, "error": text[:300]}
 
 
-def chroma_cases(server_url: str, timeout: float = 2.0) -> list[dict]:
-    """The Chroma cases, through proxies in front of the `chroma run` at `server_url`."""
+def _open_cases(target: str, open_at, server: tuple[str, int], timeout: float) -> list[dict]:
+    """Opening against a server that never answers, and against one that answers too late."""
     rows = []
-    host, port = server_url.split("//")[1].split(":")
     with StallingProxy(mode="hang") as silent:
-        seconds, exc = timed(lambda: open_store("chroma", url=silent.url, timeout=timeout, dim=8))
-        rows.append(_row("chroma", "open, server silent", timeout, seconds, exc, silent.url))
-    with StallingProxy((host, int(port)), mode="slow", delay=timeout + 2) as slow:
-        seconds, exc = timed(lambda: open_store("chroma", url=slow.url, timeout=timeout, dim=8))
-        rows.append(_row("chroma", f"open, server answers after {timeout + 2:.0f} s", timeout, seconds, exc, slow.url))
+        seconds, exc = timed(lambda: open_at(silent.url))
+        rows.append(_row(target, "open, server silent", timeout, seconds, exc, silent.url))
+    with StallingProxy(server, mode="slow", delay=timeout + 2) as slow:
+        seconds, exc = timed(lambda: open_at(slow.url))
+        rows.append(_row(target, f"open, server answers after {timeout + 2:.0f} s", timeout, seconds, exc, slow.url))
+    return rows
+
+
+def _call_cases(target: str, open_at, server: tuple[str, int], timeout: float) -> list[dict]:
+    """On a store opened through a proxy in front of `server`: upsert, query, get and count
+    while the proxy never answers, then while it answers only after the timeout."""
+    rows = []
     packet = make_packet("hung", 0)
-    vector = np.ones((1, 8), dtype=np.float32)
-    calls = {
-        "upsert": lambda s: s.upsert([packet.packet_id], vector, [packet.to_payload()]),
-        "query": lambda s: s.query(vector[0], 5, QueryFilter(now=0.0)),
-        "get": lambda s: s.get([packet.packet_id]),
-        "count": lambda s: s.count(),
-    }
     for mode in ("hang", "slow"):
-        with StallingProxy((host, int(port)), mode="pass", delay=timeout + 2) as proxy:
-            store = open_store("chroma", url=proxy.url, timeout=timeout, dim=8, collection=f"hung-{mode}")
+        with StallingProxy(server, mode="pass", delay=timeout + 2) as proxy:
+            store = open_at(proxy.url, mode)
+            vector = np.ones((1, store.dim), dtype=np.float32)
+            calls = {
+                "upsert": lambda s: s.upsert([packet.packet_id], vector, [packet.to_payload()]),
+                "query": lambda s: s.query(vector[0], 5, QueryFilter(now=0.0)),
+                "get": lambda s: s.get([packet.packet_id]),
+                "count": lambda s: s.count(),
+            }
             try:
-                store.upsert([packet.packet_id], vector, [packet.to_payload()])  # it answers while passing
+                calls["upsert"](store)  # it answers while passing
                 proxy.mode = mode
                 for name, call in calls.items():
                     seconds, exc = timed(lambda: call(store))
                     what = "never answers" if mode == "hang" else f"answers after {timeout + 2:.0f} s"
-                    rows.append(_row("chroma", f"{name}, server {what}", timeout, seconds, exc, proxy.url))
+                    rows.append(_row(target, f"{name}, server {what}", timeout, seconds, exc, proxy.url))
             finally:
                 proxy.mode = "pass"
                 store.close()
     return rows
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    return host, int(port)
+
+
+def chroma_cases(server_url: str, timeout: float = 2.0) -> list[dict]:
+    """The Chroma cases, through proxies in front of the `chroma run` at `server_url`."""
+    server = _address(server_url)
+    rows = _open_cases("chroma", lambda url: open_store("chroma", url=url, timeout=timeout, dim=8), server, timeout)
+    return rows + _call_cases("chroma", lambda url, mode: open_store("chroma", url=url, timeout=timeout, dim=8,
+                                                                     collection=f"hung-{mode}"), server, timeout)
+
+
+def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
+    """The routing service's cases, through proxies in front of the service at `service_url`:
+    its vector API (HttpStore) as Chroma's, and the agents' text API (deposit, query)."""
+    from ..core.router import make_router
+
+    server = _address(service_url)
+    dim = _service_dim(service_url)
+
+    def open_at(url: str, mode: str = "open"):
+        return open_store("http", url=url, timeout=timeout, dim=dim, namespace=f"hung-{mode}")
+
+    rows = _open_cases("http", open_at, server, timeout) + _call_cases("http", open_at, server, timeout)
+    packet = make_packet("hung", 1)
+    for mode in ("hang", "slow"):
+        with StallingProxy(server, mode="pass", delay=timeout + 2) as proxy:
+            with make_router(proxy.url, timeout=timeout) as router:  # it connects (and checks) while passing
+                proxy.mode = mode
+                what = "never answers" if mode == "hang" else f"answers after {timeout + 2:.0f} s"
+                for name, call in {"deposit (text)": lambda: router.deposit(packet),
+                                   "query (text)": lambda: router.query(packet.problem_description, top_k=5)}.items():
+                    seconds, exc = timed(call)
+                    rows.append(_row("http", f"{name}, service {what}", timeout, seconds, exc, proxy.url))
+    return rows
+
+
+def _service_dim(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(f"{url}/v1/vectors/default/info", timeout=30).json()["dim"])
 
 
 def qdrant_cases(timeout: int = 2) -> list[dict]:
@@ -176,15 +228,10 @@ def qdrant_cases(timeout: int = 2) -> list[dict]:
     return rows
 
 
-# Each target's cases: a function giving rows as `_row` makes them. The HTTP routing
-# service gets an entry here once it is a registered store (open, deposit, query through a
-# StallingProxy in front of it, as chroma_cases does for `chroma run`).
-
-
 def hung_runs(chroma_url: str | None = None) -> pd.DataFrame:
     from ..stores import store_spec
 
-    for name in ("qdrant", "chroma"):  # import the clients first: the cases time calls, not imports
+    for name in ("qdrant", "chroma", "http"):  # import the clients first: the cases time calls, not imports
         store_spec(name).load()
         for module in store_spec(name).requires:
             __import__(module)
@@ -195,6 +242,8 @@ def hung_runs(chroma_url: str | None = None) -> pd.DataFrame:
 
             chroma_url = stack.enter_context(ChromaServer(start_timeout=120.0)).url
         rows += chroma_cases(chroma_url)
+    with RoutingService("memory://", embedder="hash") as service:
+        rows += http_cases(service.url)
     return pd.DataFrame(rows)
 
 
