@@ -129,22 +129,29 @@ def test_smaller_sets_are_the_head_of_larger_ones():
     assert texts_5[:2] == summaries  # the reports themselves come first
 
 
-def test_real_set_is_cached_by_recipe(tmp_path):
+def test_real_set_caches_the_points_by_recipe_and_embeds_the_queries(tmp_path):
     class Counting(HashEmbedder):
-        calls = 0
+        texts = 0
 
         def encode(self, texts):
-            Counting.calls += 1
+            Counting.texts += len(texts)
             return super().encode(texts)
 
     first = data.real_set(12, 4, embedder=Counting(), gitbugs_path=MINI, cache=tmp_path)
-    calls = Counting.calls
+    assert Counting.texts >= 12 + 4 - 2  # points and queries (duplicate texts are embedded once)
+    before = Counting.texts
     again = data.real_set(8, 4, embedder=Counting(), gitbugs_path=MINI, cache=tmp_path)
-    assert Counting.calls == calls  # served from the cache: the head of the 12
+    assert Counting.texts - before == 4  # the queries only: the points are the head of the cached 12
     assert np.array_equal(again.vectors, first.vectors[:8]) and again.texts == first.texts[:8]
+    assert np.array_equal(again.queries, first.queries)
     assert np.allclose(np.linalg.norm(first.vectors, axis=1), 1.0, atol=1e-5)
+    before = Counting.texts
     other_queries = data.real_set(8, 5, embedder=Counting(), gitbugs_path=MINI, cache=tmp_path)
-    assert Counting.calls > calls and len(other_queries.queries) == 5  # another recipe: embedded again
+    assert Counting.texts - before == 5 and len(other_queries.queries) == 5  # same points, new queries
+    assert np.array_equal(other_queries.vectors, first.vectors[:8])
+    before = Counting.texts
+    data.real_set(20, 4, embedder=Counting(), gitbugs_path=MINI, cache=tmp_path)
+    assert Counting.texts - before >= 20  # more points than cached: embedded again
 
 
 def test_cached_embedder_answers_known_texts_only():

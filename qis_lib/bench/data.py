@@ -135,8 +135,10 @@ def cache_dir() -> Path:
 def real_set(n: int, queries: int, seed: int = 0, embedder=None, gitbugs_path: str | os.PathLike | None = None,
              cache: str | os.PathLike | None | bool = None, progress: bool = False) -> VectorSet:
     """MiniLM vectors of GitBugs report texts. Embedding 100k texts takes minutes, so the
-    matrix is cached under `cache` (default `cache_dir()`; False: no cache) by recipe:
-    a cached matrix with at least n points and the same queries is reused (its head)."""
+    points' matrix is cached under `cache` (default `cache_dir()`; False: no cache) by recipe:
+    a cached matrix with at least n points of the same recipe is reused (its head). The
+    queries (a few hundred texts, seconds) are embedded every time, so runs asking for
+    different numbers of queries share one cached matrix."""
     from ..infra.datasets import CREDIT, load_gitbugs
     from ..embedders import get_embedder
 
@@ -147,23 +149,22 @@ def real_set(n: int, queries: int, seed: int = 0, embedder=None, gitbugs_path: s
     texts, asked = report_texts(summaries, descriptions, n, queries, seed)
     recipe = {"set": "real", "version": RECIPE_VERSION, "seed": seed, "dropout": DROPOUT, "window": WINDOW,
               "embedder": embedder.name, "project": data.project, "reports": len(summaries),
-              "queries": queries, "text_digest": hashlib.sha1("\x1f".join(summaries + asked).encode()).hexdigest()[:12],
-              "credit": CREDIT}
+              "text_digest": hashlib.sha1("\x1f".join(summaries).encode()).hexdigest()[:12], "credit": CREDIT}
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    recipe["queries"] = queries
+    asked_vectors = encode_all(embedder, asked, False)
     folder = None if cache is False else Path(cache_dir() if cache in (None, True) else cache)
     if folder is not None and folder.is_dir():
-        for path in sorted(folder.glob(f"real-{key}-*.npz"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+        for path in sorted(folder.glob(f"points-{key}-*.npy"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
             if int(path.stem.rsplit("-", 1)[1]) >= n:
-                with np.load(path) as stored:
-                    return VectorSet("real", stored["vectors"][:n].copy(), stored["queries"].copy(), texts, asked,
-                                     {**recipe, "cache": str(path)})
+                vectors = np.load(path, mmap_mode="r")[:n].copy()
+                return VectorSet("real", vectors, asked_vectors, texts, asked, {**recipe, "cache": str(path)})
     vectors = encode_all(embedder, texts, progress)
-    asked_vectors = encode_all(embedder, asked, False)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"real-{key}-{n}.npz"
-        tmp = target.with_suffix(".part.npz")
-        np.savez(tmp, vectors=vectors, queries=asked_vectors)
+        target = folder / f"points-{key}-{n}.npy"
+        tmp = target.with_suffix(".part.npy")
+        np.save(tmp, vectors)
         os.replace(tmp, target)  # never a half-written file under the final name
     return VectorSet("real", vectors, asked_vectors, texts, asked, recipe)
 
