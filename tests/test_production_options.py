@@ -94,6 +94,28 @@ def test_qdrant_edge_indexes_by_itself_once_enough_points_arrive():
         assert found == len(range(0, n, 20))
 
 
+def test_a_bulk_load_holds_the_automatic_builds_until_it_ends():
+    """Between before_bulk_load() and after_bulk_load() nothing is built on the way; the end
+    builds once over everything, and later deposits build on their own again."""
+    rng = np.random.default_rng(6)
+    n, threshold = 900, 200
+    vectors, pays = unit(rng, n), payloads(n)
+    ids = [OutcomePacket.from_payload(p).packet_id for p in pays]
+    with QdrantEdgeStore(dim=DIM, index_threshold=threshold, m=8, ef_construct=32) as store:
+        store.before_bulk_load()
+        for s in range(0, 600, 100):
+            store.upsert(ids[s:s + 100], vectors[s:s + 100], pays[s:s + 100])
+        assert store.builds == [] and store._builder is None
+        assert store.shard.info().indexed_vectors_count == 0
+        store.after_bulk_load()
+        assert store.shard.info().indexed_vectors_count == 600
+        for i in range(600, n):
+            store.upsert(ids[i:i + 1], vectors[i:i + 1], pays[i:i + 1])
+        store.wait_for_index()
+        assert store.builds, "automatic builds did not resume after the bulk load"
+        assert store.count() == n
+
+
 def test_index_threshold_none_leaves_indexing_to_optimize():
     with QdrantEdgeStore(dim=DIM, index_threshold=None) as store:
         store.upsert([OutcomePacket.from_payload(p).packet_id for p in payloads(50)], unit(np.random.default_rng(1), 50),

@@ -81,14 +81,14 @@ def test_second_opener_of_an_embedded_store_gets_a_clear_error(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", MODES)
 def test_writer_killed_mid_stream_loses_nothing(kind):
-    """SIGKILL the writing process at three random moments; each reopen finds every ack.
-
-    (The Chroma server process itself killed under load: tests/test_failover.py.)"""
+    """SIGKILL a freshly started writing process at two random moments; each reopen, from a
+    new process, finds every ack. (Hundreds of kills on one folder: test_faults.py's kill
+    cycles, CI-sized; the Chroma server process itself killed under load: test_failover.py.)"""
     try:
-        runs = crash_runs(kinds=[kind], kills=3, seed=len(kind), max_acks=60)
+        runs = crash_runs(kinds=[kind], kills=2, seed=len(kind), max_acks=60)
     except VolatileStoreError as exc:
         pytest.skip(str(exc))
-    assert len(runs) == 3
+    assert len(runs) == 2
     assert (runs["killed_after_acks"] >= 20).all()
     assert (runs["lost"] == 0).all(), runs.to_string()
     assert (runs["changed"] == 0).all(), runs.to_string()

@@ -147,6 +147,7 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
     rows = []
     load_before = os.getloadavg()[0]
     with opened(target, dim) as store:
+        store.before_bulk_load()
         start = time.perf_counter()
         for s in tqdm(range(0, n, BATCH), desc=f"{target.name} n={n} {vset.name}: deposit", unit="batch",
                       disable=not progress, leave=False):

@@ -68,6 +68,7 @@ def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool 
 
     payloads = [p.to_payload() for p in points.packets]
     ids = [p.packet_id for p in points.packets]
+    store.before_bulk_load()
     start = time.perf_counter()
     for s in tqdm(range(0, vset.n, BATCH), desc=f"load n={vset.n}", disable=not progress, leave=False):
         store.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])

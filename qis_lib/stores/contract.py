@@ -263,6 +263,10 @@ class Store(abc.ABC):
         """
         raise NotImplementedError(f"the {self.name!r} store cannot list its ids")
 
+    def before_bulk_load(self) -> None:
+        """Called by the benchmark before a bulk load; a store that indexes as it goes may hold
+        its index builds until `after_bulk_load()`. Nothing by default."""
+
     def after_bulk_load(self) -> None:
         """Make the store ready to answer fast after a bulk load (build an index, wait for one).
 

@@ -134,6 +134,7 @@ class QdrantEdgeStore(Store):
         self._index_lock = threading.Lock()
         self._unindexed = stored.points_count - stored.indexed_vectors_count
         self._builder: threading.Thread | None = None
+        self._bulk = False  # between before_bulk_load() and after_bulk_load(): no automatic build
         self.builds: list[dict] = []  # one entry per automatic build: points, seconds
         self.index_error: Exception | None = None
 
@@ -206,7 +207,8 @@ class QdrantEdgeStore(Store):
             return
         with self._index_lock:
             self._unindexed += n
-            if self._unindexed < self.index_threshold or (self._builder is not None and self._builder.is_alive()):
+            if self._bulk or self._unindexed < self.index_threshold or (
+                    self._builder is not None and self._builder.is_alive()):
                 return
             self._builder = threading.Thread(target=self._build, args=(self._unindexed,), daemon=True,
                                              name=f"qdrant-edge-index {self.path}")
@@ -297,9 +299,16 @@ class QdrantEdgeStore(Store):
         shard = self.shard
         return lambda j: shard.query(requests[j])
 
+    def before_bulk_load(self) -> None:
+        """No automatic build until `after_bulk_load()`: each build re-indexes what the engine
+        merges, so builds every `index_threshold` points of a large load would cost far more
+        than one build at the end (Qdrant's advice for a server: indexing off while uploading)."""
+        self._bulk = True
+
     def after_bulk_load(self) -> None:
         """Build the HNSW and payload indexes over everything now (waiting for a build under way)."""
         self.optimize()
+        self._bulk = False
 
     def purge_expired(self, now: float | None = None) -> int:
         """Delete every packet expired at `now` inside the engine (one delete by filter)."""
