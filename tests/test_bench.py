@@ -268,3 +268,13 @@ def test_cli_help_lists_the_transports():
     assert result.returncode == 0
     for name in targets():
         assert name in result.stdout
+
+
+def test_the_benchmark_stores_what_a_router_writes():
+    """The router's cost is measured on its own payloads (rebuilt without re-validation), as in use."""
+    from qis_lib.bench.latency import stored_payloads
+    from qis_lib.core.router import trusted_packet
+
+    points = data.make_points([f"text {i}" for i in range(20)])
+    payloads = stored_payloads(points)
+    assert [trusted_packet(p) for p in payloads] == list(points.packets)

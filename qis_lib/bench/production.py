@@ -33,14 +33,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.router import OutcomeRouter
+from ..core.router import OutcomeRouter, router_payload
 from ..embedders import HashEmbedder
 from ..stores import QueryFilter
 from ..stores.memory import MemoryStore
 from ..stores.options import QUANTIZATIONS
 from ..stores.qdrant_edge import QdrantEdgeStore
 from . import data
-from .latency import BATCH, K
+from .latency import BATCH, K, stored_payloads
 
 HNSW_EFS = (16, 32, 64, 128, 256, 512)
 
@@ -66,7 +66,7 @@ def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool 
     """Bulk upsert every point in batches; seconds taken."""
     from tqdm.auto import tqdm
 
-    payloads = [p.to_payload() for p in points.packets]
+    payloads = stored_payloads(points)
     ids = [p.packet_id for p in points.packets]
     store.before_bulk_load()
     start = time.perf_counter()
@@ -174,7 +174,7 @@ def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0,
     try:
         for i in tqdm(range(n), desc="single deposits", disable=not progress, mininterval=5):
             start = time.perf_counter()
-            store.upsert([points.packets[i].packet_id], vectors[i:i + 1], [points.packets[i].to_payload()])
+            store.upsert([points.packets[i].packet_id], vectors[i:i + 1], [router_payload(points.packets[i])])
             deposit_s[i] = time.perf_counter() - start
             if i % probe_every == probe_every - 1:
                 start = time.perf_counter()

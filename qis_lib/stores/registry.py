@@ -137,6 +137,18 @@ def start_http_edge_service(stack: contextlib.ExitStack, folder: Path):
                                               embedder="hash", folder=folder))
 
 
+def drop_service_namespace(store: Store) -> None:
+    """Delete the namespace an `http` mode's test created, through a client of its own: the
+    test may have closed the store's client already (the reopen test does)."""
+    from .http import ServiceClient
+
+    client = ServiceClient(store.url)
+    try:
+        client.call("DELETE", f"/v1/vectors/{store.namespace}")
+    finally:
+        client.close()
+
+
 def _qdrant_url() -> str | None:
     return os.environ.get("QDRANT_URL")
 
@@ -215,11 +227,11 @@ BUILTIN = (
               description="a routing service (python -m qis_lib.serve): agents send text, the service embeds",
               modes=(Mode("http", lambda ctx: {"url": ctx.server("http-service", start_http_service).url,
                                                "namespace": ctx.collection},
-                          cleanup=lambda store: store.drop(),
+                          cleanup=drop_service_namespace,
                           description="routing service on loopback over a memory store, a namespace per test"),
                      Mode("http-edge", lambda ctx: {"url": ctx.server("http-edge-service", start_http_edge_service).url,
                                                     "namespace": ctx.collection},
-                          cleanup=lambda store: store.drop(),
+                          cleanup=drop_service_namespace,
                           description="routing service on loopback over a qdrant-edge folder (persistent), "
                                       "a namespace per test"),
                      )),
