@@ -227,13 +227,13 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert set(table["transport"]) == {"memory", "qdrant-edge"}
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["skipped"] == [] and run_info["data_credit"] is None
-    for png in ("latency_vs_n.png", "recall_vs_latency.png"):
+    for png in ("latency_vs_n.png", "recall_vs_n.png", "recall_vs_latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in capsys.readouterr().out
     for png in out.glob("*.png"):  # --replot draws them again from query.csv, measuring nothing
         png.unlink()
     main(["--out", str(out), "--replot"])
-    assert sorted(p.name for p in out.glob("*.png")) == ["latency_vs_n.png", "recall_vs_latency.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["latency_vs_n.png", "recall_vs_latency.png", "recall_vs_n.png"]
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "nothing-here"), "--replot"])
     assert "--replot needs" in capsys.readouterr().err

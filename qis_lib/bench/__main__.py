@@ -4,7 +4,7 @@
 
 Writes to --out: query.csv (one row per transport, vectors, n, filtered; machine info,
 versions and this command in every row), run.json (the same information, plus what was
-skipped and why), latency_vs_n.png and recall_vs_latency.png. What each column means:
+skipped and why), latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png. What each column means:
 the docstring of qis_lib/bench/latency.py. Embedding speed has its own command:
 python -m qis_lib.bench.embedding.
 """
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None):
     written = ["query.csv", "run.json"]
     if not args.no_plots and len(table):
         draw(table, out)
-        written += ["latency_vs_n.png", "recall_vs_latency.png"]
+        written += ["latency_vs_n.png", "recall_vs_n.png", "recall_vs_latency.png"]
     columns = ["target", "vectors", "n", "filtered", "p50_ms", "p99_ms", "raw_p99_ms", "router_overhead",
                "recall_at_10", "deposit_per_s"]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -144,15 +144,17 @@ def main(argv: list[str] | None = None):
 
 
 def draw(table, out: Path):
-    """Write latency_vs_n.png and recall_vs_latency.png for `table` into `out`."""
+    """Write latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png for `table` into `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .latency import plot_latency_vs_n, plot_recall_vs_latency
+    from .plots import plot_recall_vs_n
 
-    for plot, name in ((plot_latency_vs_n, "latency_vs_n.png"), (plot_recall_vs_latency, "recall_vs_latency.png")):
+    for plot, name in ((plot_latency_vs_n, "latency_vs_n.png"), (plot_recall_vs_n, "recall_vs_n.png"),
+                       (plot_recall_vs_latency, "recall_vs_latency.png")):
         plt.close(plot(table, out / name))
     return table
 
