@@ -31,9 +31,9 @@ demo: setup
 # --nbval-lax: every notebook cell must run without error, and only cells marked
 # NBVAL_CHECK_OUTPUT have their output compared; timings and model scores vary by a
 # few digits between runs and machines, so comparing every output would fail on noise.
-# -n 2 --dist loadscope: two workers, each test module or notebook whole on one of them (a
-# notebook's cells share one kernel and must run in order); most tests wait on servers and
-# child processes, so two workers on 2 cores take well under the time of one.
+# -n 2 --dist loadscope: two workers; each notebook (its cells share one kernel and run in
+# order), each test module and each test class goes whole to one of them. Most tests wait on
+# servers and child processes, so two workers on 2 cores take well under the time of one.
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadscope tests --nbval-lax --nbval-cell-timeout=300 notebooks
 
