@@ -307,8 +307,10 @@ class QdrantEdgeStore(Store):
 
     def after_bulk_load(self) -> None:
         """Build the HNSW and payload indexes over everything now (waiting for a build under way)."""
-        self.optimize()
-        self._bulk = False
+        try:
+            self.optimize()
+        finally:
+            self._bulk = False  # a failed build leaves the automatic builds on, not held for ever
 
     def purge_expired(self, now: float | None = None) -> int:
         """Delete every packet expired at `now` inside the engine (one delete by filter)."""
