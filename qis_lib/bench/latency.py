@@ -52,6 +52,7 @@ from ..embedders import CachedEmbedder
 from ..stores import ModeContext, Store, all_modes, open_store
 from .timing import summarise, time_calls
 from . import data
+from .plots import panels
 from .raw import numpy_query_fn
 from ..stores.options import INDEX_OPTIONS
 
@@ -304,33 +305,30 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
     panel per (vector set, filtered). Guide lines show the slope of O(N) and O(log N)."""
     import matplotlib.pyplot as plt
 
-    sets = [v for v in data.VECTOR_SETS if v in set(table["vectors"])]
-    fig, axes = plt.subplots(len(sets), 2, figsize=(11, 4.2 * len(sets)), squeeze=False, sharex=True)
+    fig, axes, cells = panels(table, 4.2, sharex=True)
+    sets = len(axes)
     colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for r, vectors in enumerate(sets):
-        for c, filtered in enumerate((False, True)):
-            ax = axes[r][c]
-            part = table[(table["vectors"] == vectors) & (table["filtered"] == filtered)]
-            for target, rows in part.groupby("target", sort=False):
-                rows = rows.sort_values("n")
-                ax.plot(rows["n"], rows[column], "o-", color=colours.get(target), label=target)
-            floor = part.drop_duplicates("n").sort_values("n")
-            floor_column = "numpy_p50_ms" if "p50" in column else "numpy_p99_ms"
-            ax.plot(floor["n"], floor[floor_column], "k--", label="exact numpy floor")
-            if len(floor) > 1:  # slope guides anchored at the floor's smallest N
-                n0, y0 = float(floor["n"].iloc[0]), float(floor[floor_column].iloc[0])
-                ns = np.array(sorted(floor["n"]), dtype=float)
-                ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
-                ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xticks(sorted(set(part["n"])), [f"{n:,}" for n in sorted(set(part["n"]))])
-            ax.xaxis.set_minor_locator(plt.NullLocator())
-            ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
-            ax.set_title(f"{vectors} vectors, {'filtered (~4.5% pass)' if filtered else 'unfiltered (expiry only)'}")
-            ax.set_xlabel("N (points in the store)")
-            ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
-            ax.grid(True, which="both", alpha=0.3)
+    for ax, vectors, filtered, part in cells:
+        for target, rows in part.groupby("target", sort=False):
+            rows = rows.sort_values("n")
+            ax.plot(rows["n"], rows[column], "o-", color=colours.get(target), label=target)
+        floor = part.drop_duplicates("n").sort_values("n")
+        floor_column = "numpy_p50_ms" if "p50" in column else "numpy_p99_ms"
+        ax.plot(floor["n"], floor[floor_column], "k--", label="exact numpy floor")
+        if len(floor) > 1:  # slope guides anchored at the floor's smallest N
+            n0, y0 = float(floor["n"].iloc[0]), float(floor[floor_column].iloc[0])
+            ns = np.array(sorted(floor["n"]), dtype=float)
+            ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
+            ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(set(part["n"])), [f"{n:,}" for n in sorted(set(part["n"]))])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.set_title(f"{vectors} vectors, {'filtered (~4.5% pass)' if filtered else 'unfiltered (expiry only)'}")
+        ax.set_xlabel("N (points in the store)")
+        ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
+        ax.grid(True, which="both", alpha=0.3)
     handles, labels = [], []
     for ax in axes.flat:  # every target, even one that ran in only some panels
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -338,7 +336,7 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
                 handles.append(h)
                 labels.append(label)
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.88 if len(sets) == 1 else 0.94))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 if sets == 1 else 0.94))
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
