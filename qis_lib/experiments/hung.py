@@ -203,9 +203,14 @@ def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
 
 
 def _service_dim(url: str) -> int:
-    import httpx
+    """The service's vector size, asked through the project's own client (its errors name the address)."""
+    from ..stores.http import DEFAULT_NAMESPACE, ServiceClient
 
-    return int(httpx.get(f"{url}/v1/vectors/default/info", timeout=30).json()["dim"])
+    client = ServiceClient(url, timeout=30)
+    try:
+        return int(client.call("GET", f"/v1/vectors/{DEFAULT_NAMESPACE}/info")["dim"])
+    finally:
+        client.close()
 
 
 def qdrant_cases(timeout: int = 2) -> list[dict]:
