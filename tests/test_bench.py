@@ -239,6 +239,32 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "--replot needs" in capsys.readouterr().err
 
 
+def test_a_run_stopped_midway_keeps_the_sizes_it_finished(tmp_path, monkeypatch):
+    import qis_lib.bench.latency as latency
+
+    real_measure = latency.measure_target
+
+    def measure(target, vset, *args, **kwargs):
+        if vset.n == 240:
+            raise KeyboardInterrupt  # the run is stopped during its second size
+        return real_measure(target, vset, *args, **kwargs)
+
+    monkeypatch.setattr(latency, "measure_target", measure)
+    out = tmp_path / "bench"
+    argv = ["--transports", "memory,qdrant-edge", "--sizes", "120,240", "--vectors", "random", "--queries", "10",
+            "--warmup", "1", "--single-deposits", "0", "--out", str(out), "--no-progress"]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert not (out / "query.csv").exists()
+    kept = pd.read_csv(out / "query.partial.csv")
+    assert sorted(map(tuple, kept[["target", "n", "filtered"]].values.tolist())) == sorted(
+        [(t, 120, f) for t in ("memory", "qdrant-edge") for f in (False, True)])
+    assert kept["command"].iloc[0] == "python -m qis_lib.bench " + " ".join(argv)
+    monkeypatch.setattr(latency, "measure_target", real_measure)
+    main(argv)  # a run that ends writes query.csv and removes the partial file
+    assert len(pd.read_csv(out / "query.csv")) == 8 and not (out / "query.partial.csv").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--transports", "memory,nosuch"], "unknown 'nosuch'; choose from memory"),
     (["--sizes", "1000,abc"], "expected comma-separated positive integers"),

@@ -3,7 +3,8 @@
     python -m qis_lib.bench --transports memory,qdrant-edge --sizes 1000,10000 --out results/
 
 Writes to --out: query.csv (one row per transport, vectors, n, filtered; machine info,
-versions and this command in every row), run.json (the same information, plus what was
+versions and this command in every row; while the run goes on, query.partial.csv holds
+the rows finished so far and is removed at the end), run.json (the same information, plus what was
 skipped and why), latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png. What each column means:
 the docstring of qis_lib/bench/latency.py. Embedding speed has its own command:
 python -m qis_lib.bench.embedding.
@@ -116,17 +117,26 @@ def main(argv: list[str] | None = None):
     command = shlex.join(["python", "-m", "qis_lib.bench", *argv])
     load_before, started = os.getloadavg(), time.perf_counter()
     skipped: list[dict] = []
+    machine = {**machine_info(EMBED_PACKAGES + PACKAGES), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}
+
+    def run_info() -> dict:
+        return {**machine, "load_before": " ".join(f"{x:.2f}" for x in load_before),
+                "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                "duration_s": round(time.perf_counter() - started, 1),
+                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command}
+
+    partial = out / "query.partial.csv"  # rows so far: a run stopped midway keeps what it finished
+
+    def keep(rows):
+        rows.assign(**run_info()).to_csv(partial, index=False)
+
     table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
                 single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
-                skipped=skipped, caps=dict(args.cap))
-    info = {**machine_info(EMBED_PACKAGES + PACKAGES), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
-            "load_before": " ".join(f"{x:.2f}" for x in load_before),
-            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "duration_s": round(time.perf_counter() - started, 1),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command}
-    for key, value in info.items():
-        table[key] = value
+                skipped=skipped, caps=dict(args.cap), on_rows=keep)
+    info = run_info()
+    table = table.assign(**info)
     table.to_csv(out / "query.csv", index=False)
+    partial.unlink(missing_ok=True)
     (out / "run.json").write_text(json.dumps({**info, "skipped": skipped, "data_credit": data_credit(args.vectors)},
                                              indent=2) + "\n")
     written = ["query.csv", "run.json"]

@@ -252,10 +252,12 @@ def check_targets(names: Sequence[str]) -> list[Target]:
 def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int] = (1000,),
         vectors: Sequence[str] = ("real",), queries: int = 1000, warmup: int = 100, k: int = K, seed: int = 0,
         single_deposits: int = 200, embedder=None, gitbugs_path=None, cache=None, progress: bool = False,
-        skipped: list | None = None, caps: dict[str, int | None] | None = None) -> pd.DataFrame:
+        skipped: list | None = None, caps: dict[str, int | None] | None = None,
+        on_rows: Callable[[pd.DataFrame], object] | None = None) -> pd.DataFrame:
     """The query table: one row per (target, vectors, n, filtered). Sizes over a target's
     cap (`Target.max_n`, or `caps[name]`; None: no cap) are skipped and, if `skipped` is
-    a list, noted in it with the reason."""
+    a list, noted in it with the reason. `on_rows(table so far)` is called after each
+    target at each size, so a long run that is stopped keeps what it finished."""
     chosen = check_targets(list(targets))
     caps = {t.name: t.max_n for t in chosen} | dict(caps or {})
     sizes = sorted({data.check_count("size", s) for s in sizes})
@@ -294,10 +296,9 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
                     continue
                 rows += measure_target(target, vset, points, filters, masks, floors, warmup, queries, k,
                                        single_deposits, progress)
-    table = pd.DataFrame(rows)
-    for key, value in extra.items():
-        table[key] = value
-    return table
+                if on_rows is not None:
+                    on_rows(pd.DataFrame(rows).assign(**extra))
+    return pd.DataFrame(rows).assign(**extra)
 
 
 def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None, column: str = "p99_ms"):
