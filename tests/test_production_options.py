@@ -116,6 +116,16 @@ def test_a_bulk_load_holds_the_automatic_builds_until_it_ends():
         assert store.count() == n
 
 
+def test_only_the_domain_gets_hnsw_links_of_its_own(tmp_path):
+    """Every filter field has a payload index; only domain_tags adds graph links (the others
+    would multiply the build time), in a new folder and in one opened again."""
+    for _ in range(2):
+        with QdrantEdgeStore(dim=DIM, path=tmp_path / "shard") as store:
+            schema = store.shard.info().payload_schema
+            assert {f: schema[f].params.enable_hnsw for f in schema} == {
+                "domain_tags": True, "agent_id": False, "confidence": False, "expires_at": False}
+
+
 def test_index_threshold_none_leaves_indexing_to_optimize():
     with QdrantEdgeStore(dim=DIM, index_threshold=None) as store:
         store.upsert([OutcomePacket.from_payload(p).packet_id for p in payloads(50)], unit(np.random.default_rng(1), 50),

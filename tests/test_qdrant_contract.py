@@ -96,6 +96,12 @@ def test_every_store_request_fits_the_document(node):
     upsert = next(r for r in node.recorded if r.operation == "upsert_points")
     assert ("wait", "true") in upsert.query  # acknowledged = applied
     assert not node.state.collections  # drop_collection removed it
+    # one payload index per filter field; extra HNSW links only for the domain (they slow a build)
+    indexes = {r.body["field_name"]: r.body["field_schema"] for r in node.recorded
+               if r.operation == "create_field_index"}
+    assert {f: (s["type"], s["enable_hnsw"]) for f, s in indexes.items()} == {
+        "domain_tags": ("keyword", True), "agent_id": ("keyword", False), "confidence": ("float", False),
+        "expires_at": ("float", False)}
 
 
 def test_the_server_modes_cleanup_deletes_what_it_created(node, tmp_path):

@@ -33,7 +33,7 @@ from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
                        check_uuid_ids, opening_error)
 from .options import DEFAULT, resolve
-from .qdrant_edge_params import cosine, edge_filter, edge_quantization, edge_search_params  # noqa: F401 (re-exported)
+from .qdrant_edge_params import cosine, edge_filter, edge_payload_indexes, edge_quantization, edge_search_params  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,7 @@ class QdrantEdgeStore(Store):
         try:
             stored = self.shard.info()
             if payload_index:
-                schema = {"domain_tags": qe.PayloadSchemaType.Keyword, "agent_id": qe.PayloadSchemaType.Keyword,
-                          "confidence": qe.PayloadSchemaType.Float, "expires_at": qe.PayloadSchemaType.Float}
-                for field, kind in schema.items():
+                for field, kind in edge_payload_indexes().items():
                     if field not in stored.payload_schema:
                         self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
             count = self.count()
@@ -262,7 +260,7 @@ class QdrantEdgeStore(Store):
             request = self._request(vector, top_k, flt)
             with self._lock:
                 hits = self.shard.query(request)
-            return [(dict(h.payload or {}), float(h.score)) for h in hits]
+            return [(h.payload or {}, float(h.score)) for h in hits]  # each read of .payload is a new dict
         request = self._hybrid_request(vector, text, top_k, flt)
         with self._lock:
             hits = self.shard.query(request)

@@ -48,6 +48,16 @@ def edge_filter(flt: QueryFilter):
     return qe.Filter(must=must, must_not=must_not)
 
 
+def edge_payload_indexes() -> dict:
+    """The payload index of each filter field, HNSW links only for `options.HNSW_LINKED_FIELDS`."""
+    import qdrant_edge as qe
+
+    from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS
+
+    kinds = {"keyword": qe.KeywordIndexParams, "float": qe.FloatIndexParams}
+    return {field: kinds[kind](enable_hnsw=field in HNSW_LINKED_FIELDS) for field, kind in FILTER_FIELDS.items()}
+
+
 def cosine(query: np.ndarray, stored) -> float:
     """Cosine of a query and a stored vector (Qdrant stores cosine vectors normalised)."""
     stored = np.asarray(stored, dtype=np.float32)

@@ -89,15 +89,15 @@ def _client_version() -> str:
 
 
 def payload_indexes():
-    """The payload index of each filter field (a server plans filtered searches with them)."""
+    """The payload index of each filter field (a server plans filtered searches with them);
+    HNSW links only for the fields in `options.HNSW_LINKED_FIELDS`."""
     from qdrant_client import models
 
-    return {
-        "domain_tags": models.PayloadSchemaType.KEYWORD,
-        "agent_id": models.PayloadSchemaType.KEYWORD,
-        "confidence": models.PayloadSchemaType.FLOAT,
-        "expires_at": models.PayloadSchemaType.FLOAT,
-    }
+    from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS
+
+    kinds = {"keyword": models.KeywordIndexParams, "float": models.FloatIndexParams}
+    return {field: kinds[kind](type=kind, enable_hnsw=field in HNSW_LINKED_FIELDS)
+            for field, kind in FILTER_FIELDS.items()}
 
 
 DEFAULT_GRPC_PORT = 6334
