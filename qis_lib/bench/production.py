@@ -4,6 +4,7 @@ asked, and throughput with several client threads.
     python -m qis_lib.bench.production frontier --sizes 10000 --vectors random --out results/production/
     python -m qis_lib.bench.production autoindex --n 100000 --out results/production/
     python -m qis_lib.bench.production throughput --n 100000 --threads 1,2,4 --out results/production/
+    python -m qis_lib.bench.production links --n 100000 --vectors random --out results/production/links/
 
 - `frontier` (the ann-benchmarks picture): for each quantization, one qdrant-edge store is
   loaded and indexed (`index_s`, the RAM the process gained `ram_mb`, the folder's size
@@ -18,12 +19,18 @@ asked, and throughput with several client threads.
   same store after `optimize()`: their ratio is the target (<= 1.5).
 - `throughput`: queries per second of one default qdrant-edge store with 1, 2 and 4 client
   threads sharing it.
+- `links`: which payload fields get HNSW links of their own (`LINK_CHOICES`: all four filter
+  fields, domain_tags only as the stores do, none): per choice one default qdrant-edge store,
+  its build time, and p50/p99/recall@10 under three filters: the expiry check alone, the
+  benchmark's domain filter (one domain, confidence >= 0.5; about 4.5% pass), and confidence
+  >= 0.95 without a domain (about 4.5% pass, a filter the domain's links do not help).
 
 Every row carries the machine's core count and load average: on a shared machine compare
 ratios within one run, not absolute times across runs.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -37,7 +44,7 @@ from ..core.router import OutcomeRouter, router_payload
 from ..embedders import HashEmbedder
 from ..stores import QueryFilter
 from ..stores.memory import MemoryStore
-from ..stores.options import QUANTIZATIONS
+from ..stores.options import FILTER_FIELDS, HNSW_LINKED_FIELDS, QUANTIZATIONS
 from ..stores.qdrant_edge import QdrantEdgeStore
 from . import data
 from .latency import BATCH, K, stored_payloads
@@ -58,8 +65,17 @@ def folder_mb(path: str) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
+@functools.lru_cache(maxsize=1)
+def _machine() -> tuple:
+    from .embedding import machine_info
+
+    info = machine_info(("qdrant-edge-py",))
+    return (("cpu", info["cpu"]), ("cores", info["cores"]), ("qdrant-edge-py", info["qdrant-edge-py"]))
+
+
 def machine() -> dict:
-    return {"cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
+    """The CPU, its core count, the engine's version and the load now: the context of every row."""
+    return {**dict(_machine()), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool = False) -> float:
@@ -244,6 +260,49 @@ def throughput(n: int, threads: Sequence[int] = (1, 2, 4), seconds: float = 10.0
     return pd.DataFrame(rows)
 
 
+LINK_CHOICES = {"all": tuple(FILTER_FIELDS), "domain": HNSW_LINKED_FIELDS, "none": ()}
+
+
+def link_filters(queries: int, seed: int) -> dict[str, list[QueryFilter]]:
+    return {"expiry only": data.make_filters(queries, False, seed), "domain": data.make_filters(queries, True, seed),
+            "confidence >= 0.95": [QueryFilter(now=data.NOW, min_confidence=0.95)] * queries}
+
+
+def payload_links(n: int, vectors: str = "random", queries: int = 300, seed: int = 0, gitbugs_path=None,
+                  choices: Sequence[str] = tuple(LINK_CHOICES), progress: bool = False) -> pd.DataFrame:
+    """One row per (choice of HNSW-linked payload fields, filter): build time, latency, recall."""
+    import qdrant_edge as qe
+
+    vset = vector_set(vectors, n, queries, seed, gitbugs_path, progress)
+    points = data.make_points(vset.texts, seed)
+    filters = link_filters(queries, seed)
+    masks = {name: data.filter_masks(points, flts) for name, flts in filters.items()}
+    kinds = {"keyword": qe.KeywordIndexParams, "float": qe.FloatIndexParams}
+    rows = []
+    for choice in choices:
+        store = QdrantEdgeStore(dim=vset.vectors.shape[1], payload_index=False)
+        try:
+            for field, kind in FILTER_FIELDS.items():
+                params = kinds[kind](enable_hnsw=field in LINK_CHOICES[choice])
+                store.shard.update(qe.UpdateOperation.create_field_index(field, params))
+            load_s = load_store(store, vset, points, progress)
+            start = time.perf_counter()
+            store.after_bulk_load()
+            index_s = time.perf_counter() - start
+            for name, flts in filters.items():
+                seconds, found = time_queries(store, vset, flts, range(queries))
+                recall = data.recall_at_k(found, vset.vectors, vset.queries, masks[name], K)
+                rows.append({"transport": "qdrant-edge", "vectors": vectors, "n": n, "linked": choice,
+                             "linked_fields": " ".join(LINK_CHOICES[choice]) or "-", "filter": name,
+                             "pass_share": float(np.mean([m.mean() for m in masks[name]])),
+                             "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
+                             "recall_at_10": recall.mean(), "recall_min": recall.min(), "load_s": load_s,
+                             "index_s": index_s, "queries": queries, **store.options.as_dict(), **machine()})
+        finally:
+            store.close()
+    return pd.DataFrame(rows)
+
+
 def write(out: Path, name: str, table: pd.DataFrame, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     table = table.assign(command=command)
@@ -262,13 +321,14 @@ def main(argv: Sequence[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m qis_lib.bench.production", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("frontier", "autoindex", "throughput"))
+    p.add_argument("what", choices=("frontier", "autoindex", "throughput", "links"))
     p.add_argument("--sizes", type=positive_ints, default=[10_000], help="frontier: N values (default 10000)")
-    p.add_argument("--vectors", default="random", help="frontier: real, random or real,random (default random)")
+    p.add_argument("--vectors", default="random",
+                   help="frontier: real, random or real,random; links: real or random (default random)")
     p.add_argument("--quantizations", default="none,int8", help=f"frontier: from none,{','.join(QUANTIZATIONS)}")
     p.add_argument("--hnsw-ef", type=positive_ints, default=list(HNSW_EFS), help="frontier: hnsw_ef values")
     p.add_argument("--queries", type=int, default=500)
-    p.add_argument("--n", type=int, default=100_000, help="autoindex/throughput: N (default 100000)")
+    p.add_argument("--n", type=int, default=100_000, help="autoindex/throughput/links: N (default 100000)")
     p.add_argument("--threads", type=positive_ints, default=[1, 2, 4])
     p.add_argument("--gitbugs", default=None)
     p.add_argument("--out", default="results/production")
@@ -289,6 +349,13 @@ def main(argv: Sequence[str] | None = None):
         write(out, "autoindex.csv", summary, command)
         raw.to_csv(out / "autoindex_raw.csv.gz", index=False)
         print(summary.T.to_string())
+    elif args.what == "links":
+        if args.vectors not in data.VECTOR_SETS:
+            p.error(f"links takes one vector set, real or random, got {args.vectors!r}")
+        table = payload_links(args.n, args.vectors, args.queries, gitbugs_path=args.gitbugs, progress=progress)
+        write(out, "links.csv", table, command)
+        print(table[["linked", "filter", "pass_share", "index_s", "p50_ms", "p99_ms", "recall_at_10"]].round(3)
+              .to_string(index=False))
     else:
         table = throughput(args.n, args.threads, progress=progress)
         write(out, "throughput.csv", table, command)

@@ -1,0 +1,68 @@
+"""The production-options benchmark (`python -m qis_lib.bench.production`): what each command
+measures and writes, at sizes that run in seconds. Speed is never asserted; the shape of the
+results, the recall of exact search, and the counts of what was done are."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qis_lib.bench import production
+from qis_lib.stores.options import FILTER_FIELDS, HNSW_LINKED_FIELDS
+
+SUMMARY = ["transport", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10", "raw_p99_ms"]
+
+
+def test_frontier_has_one_row_per_option_and_filter_and_keeps_every_query():
+    summary, raw = production.frontier([300], ["random"], [None, "int8"], [16, 64], queries=20)
+    assert set(SUMMARY + ["quantization", "hnsw_ef", "m", "ef_construct", "index_s", "ram_mb", "disk_mb", "cpu",
+                          "cores", "qdrant-edge-py", "load_1min"]) <= set(summary.columns)
+    keys = sorted(map(tuple, summary[["transport", "quantization", "hnsw_ef", "filtered"]].fillna(0).values.tolist()))
+    assert keys == sorted([("memory", "none", 0, f) for f in (False, True)]
+                          + [("qdrant-edge", q, ef, f) for q in ("none", "int8") for ef in (16, 64) for f in (False, True)])
+    assert (summary.loc[summary["transport"] == "memory", "recall_at_10"] == 1.0).all()
+    assert len(raw) == len(summary) * 20  # every query's latency and recall
+    merged = raw.groupby(["transport", "quantization", "hnsw_ef", "filtered"], dropna=False)["recall"].mean()
+    assert np.allclose(sorted(merged.values), sorted(summary["recall_at_10"].values))
+
+
+def test_autoindex_times_every_deposit_and_builds_on_its_own():
+    summary, raw = production.autoindex(600, probe_every=100, queries=30, index_threshold=200)
+    row = summary.iloc[0]
+    assert len(raw) == 600 and raw["deposit"].tolist() == list(range(1, 601))
+    assert row["builds"] >= 1 and row["indexed_before_optimize"] >= 200
+    assert row["p99_ratio"] == pytest.approx(row["query_p99_ms_auto"] / row["query_p99_ms_optimized"])
+
+
+def test_throughput_counts_queries_per_thread_setting():
+    table = production.throughput(300, threads=[1, 2], seconds=0.3)
+    assert table["threads"].tolist() == [1, 2]
+    assert (table["queries"] > 0).all()
+    assert np.allclose(table["queries_per_s"], table["queries"] / table["seconds"])
+
+
+def test_links_compares_the_linked_field_choices_under_three_filters():
+    table = production.payload_links(2000, "random", queries=40)
+    assert sorted(set(table["linked"])) == ["all", "domain", "none"]
+    assert set(table["filter"]) == {"expiry only", "domain", "confidence >= 0.95"}
+    assert len(table) == 9
+    linked = table.drop_duplicates("linked").set_index("linked")["linked_fields"]
+    assert linked["domain"] == " ".join(HNSW_LINKED_FIELDS) and linked["all"] == " ".join(FILTER_FIELDS)
+    assert linked["none"] == "-"
+    share = table.groupby("filter")["pass_share"].first()
+    assert share["expiry only"] == pytest.approx(0.9, abs=0.03)
+    assert share["confidence >= 0.95"] == pytest.approx(0.045, abs=0.015)
+    # under the engine's full-scan threshold a filtered search is exact
+    assert (table.loc[table["filter"] != "expiry only", "recall_at_10"] == 1.0).all()
+
+
+def test_the_command_line_writes_each_result_with_its_command(tmp_path, capsys):
+    out = tmp_path / "prod"
+    argv = ["links", "--n", "500", "--queries", "15", "--out", str(out), "--no-progress"]
+    production.main(argv)
+    table = pd.read_csv(out / "links.csv")
+    assert table["command"].iloc[0] == "python -m qis_lib.bench.production " + " ".join(argv)
+    assert "confidence >= 0.95" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        production.main(["links", "--vectors", "real,random", "--out", str(out)])
+    assert "links takes one vector set" in capsys.readouterr().err
