@@ -46,6 +46,7 @@ from ..stores import QueryFilter
 from ..stores.memory import MemoryStore
 from ..stores.options import FILTER_FIELDS, HNSW_LINKED_FIELDS, QUANTIZATIONS
 from ..stores.qdrant_edge import QdrantEdgeStore
+from ..stores.qdrant_edge_params import edge_payload_indexes
 from . import data
 from .latency import BATCH, K, stored_payloads
 
@@ -277,13 +278,11 @@ def payload_links(n: int, vectors: str = "random", queries: int = 300, seed: int
     points = data.make_points(vset.texts, seed)
     filters = link_filters(queries, seed)
     masks = {name: data.filter_masks(points, flts) for name, flts in filters.items()}
-    kinds = {"keyword": qe.KeywordIndexParams, "float": qe.FloatIndexParams}
     rows = []
     for choice in choices:
         store = QdrantEdgeStore(dim=vset.vectors.shape[1], payload_index=False)
         try:
-            for field, kind in FILTER_FIELDS.items():
-                params = kinds[kind](enable_hnsw=field in LINK_CHOICES[choice])
+            for field, params in edge_payload_indexes(LINK_CHOICES[choice]).items():
                 store.shard.update(qe.UpdateOperation.create_field_index(field, params))
             load_s = load_store(store, vset, points, progress)
             start = time.perf_counter()

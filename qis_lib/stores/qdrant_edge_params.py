@@ -1,11 +1,13 @@
 """What QdrantEdgeStore sends to the engine: the filter, quantization and search parameters,
-and the cosine a hybrid result is scored with."""
+the payload indexes, and the cosine a hybrid result is scored with."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
 from .contract import QueryFilter
-from .options import IndexOptions
+from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS, IndexOptions
 
 
 def edge_quantization(name: str | None):
@@ -48,14 +50,12 @@ def edge_filter(flt: QueryFilter):
     return qe.Filter(must=must, must_not=must_not)
 
 
-def edge_payload_indexes() -> dict:
-    """The payload index of each filter field, HNSW links only for `options.HNSW_LINKED_FIELDS`."""
+def edge_payload_indexes(linked: Sequence[str] = HNSW_LINKED_FIELDS) -> dict:
+    """The payload index of each filter field, with HNSW links for the fields in `linked` only."""
     import qdrant_edge as qe
 
-    from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS
-
     kinds = {"keyword": qe.KeywordIndexParams, "float": qe.FloatIndexParams}
-    return {field: kinds[kind](enable_hnsw=field in HNSW_LINKED_FIELDS) for field, kind in FILTER_FIELDS.items()}
+    return {field: kinds[kind](enable_hnsw=field in linked) for field, kind in FILTER_FIELDS.items()}
 
 
 def cosine(query: np.ndarray, stored) -> float:

@@ -2,11 +2,11 @@
 indexes, and the connection settings in qdrant-client's names (host, port, gRPC)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 from .contract import QueryFilter
-from .options import IndexOptions
+from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS, IndexOptions
 
 def qdrant_filter(flt: QueryFilter):
     """The router's filter as a qdrant-client `models.Filter`."""
@@ -88,16 +88,13 @@ def _client_version() -> str:
     return version("qdrant-client")
 
 
-def payload_indexes():
-    """The payload index of each filter field (a server plans filtered searches with them);
-    HNSW links only for the fields in `options.HNSW_LINKED_FIELDS`."""
+def payload_indexes(linked: Sequence[str] = HNSW_LINKED_FIELDS):
+    """The payload index of each filter field (a server plans filtered searches with them),
+    with HNSW links for the fields in `linked` only."""
     from qdrant_client import models
 
-    from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS
-
     kinds = {"keyword": models.KeywordIndexParams, "float": models.FloatIndexParams}
-    return {field: kinds[kind](type=kind, enable_hnsw=field in HNSW_LINKED_FIELDS)
-            for field, kind in FILTER_FIELDS.items()}
+    return {field: kinds[kind](type=kind, enable_hnsw=field in linked) for field, kind in FILTER_FIELDS.items()}
 
 
 DEFAULT_GRPC_PORT = 6334
