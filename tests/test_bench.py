@@ -229,6 +229,13 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert run_info["skipped"] == [] and run_info["data_credit"] is None
     for png in ("latency_vs_n.png", "recall_vs_n.png", "recall_vs_latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    per_query = pd.read_csv(out / "query_raw.csv.gz")  # every timed query, from which the summary derives
+    assert len(per_query) == 2 * 2 * 2 * 15
+    means = per_query.groupby(["target", "n", "filtered"])["recall"].mean()
+    summary = table.set_index(["target", "n", "filtered"])["recall_at_10"]
+    assert np.allclose(means.sort_index().values, summary.sort_index().values)
+    p99 = per_query.groupby(["target", "n", "filtered"])["ms"].quantile(0.99)
+    assert np.allclose(p99.sort_index().values, table.set_index(["target", "n", "filtered"])["p99_ms"].sort_index().values)
     assert "wrote" in capsys.readouterr().out
     for png in out.glob("*.png"):  # --replot draws them again from query.csv, measuring nothing
         png.unlink()

@@ -4,7 +4,9 @@
 
 Writes to --out: query.csv (one row per transport, vectors, n, filtered; machine info,
 versions and this command in every row; while the run goes on, query.partial.csv holds
-the rows finished so far and is removed at the end), run.json (the same information, plus what was
+the rows finished so far and is removed at the end), query_raw.csv.gz (every timed query:
+its latency through the store, the router and the raw call, and its recall, for new metrics
+without a rerun), run.json (the same information, plus what was
 skipped and why), latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png. What each column means:
 the docstring of qis_lib/bench/latency.py. Embedding speed has its own command:
 python -m qis_lib.bench.embedding.
@@ -130,9 +132,10 @@ def main(argv: list[str] | None = None):
     def keep(rows):
         rows.assign(**run_info()).to_csv(partial, index=False)
 
+    per_query: list = []
     table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
                 single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
-                skipped=skipped, caps=dict(args.cap), on_rows=keep)
+                skipped=skipped, caps=dict(args.cap), on_rows=keep, raw=per_query)
     info = run_info()
     table = table.assign(**info)
     table.to_csv(out / "query.csv", index=False)
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None):
     (out / "run.json").write_text(json.dumps({**info, "skipped": skipped, "data_credit": data_credit(args.vectors)},
                                              indent=2) + "\n")
     written = ["query.csv", "run.json"]
+    if per_query:
+        pd.concat(per_query, ignore_index=True).to_csv(out / "query_raw.csv.gz", index=False)
+        written.append("query_raw.csv.gz")
     if not args.no_plots and len(table):
         draw(table, out)
         written += ["latency_vs_n.png", "recall_vs_n.png", "recall_vs_latency.png"]

@@ -142,8 +142,10 @@ def percentiles(prefix: str, times: np.ndarray | None) -> dict[str, float]:
 
 def measure_target(target: Target, vset: data.VectorSet, points: data.Points, filters: dict[bool, list],
                    masks: dict[bool, list], floors: dict[bool, dict], warmup: int, queries: int, k: int = K,
-                   single_deposits: int = 200, progress: bool = False) -> list[dict]:
-    """Rows (unfiltered, filtered) for one target on one vector set of one size."""
+                   single_deposits: int = 200, progress: bool = False, raw: list | None = None) -> list[dict]:
+    """Rows (unfiltered, filtered) for one target on one vector set of one size. If `raw` is a
+    list, one DataFrame per filter setting is appended to it: every timed query's three
+    latencies and its recall."""
     from tqdm.auto import tqdm
 
     n, dim = vset.n, vset.vectors.shape[1]
@@ -196,6 +198,12 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
             row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
             row["router_overhead"] = row["router_p99_ms"] / row["raw_p99_ms"]
             rows.append(row)
+            if raw is not None:
+                raw.append(pd.DataFrame({"target": target.name, "vectors": vset.name, "n": n, "filtered": filtered,
+                                         "query": np.asarray(timed), "ms": times["transport"] * 1e3,
+                                         "router_ms": times["router"] * 1e3,
+                                         "raw_ms": times["raw"] * 1e3 if "raw" in times else np.nan,
+                                         "recall": recall}))
         single = np.array([np.nan])
         if single_deposits:
             # New packets, with query texts the embedder holds; the first few are the warm-up.
@@ -253,11 +261,12 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
         vectors: Sequence[str] = ("real",), queries: int = 1000, warmup: int = 100, k: int = K, seed: int = 0,
         single_deposits: int = 200, embedder=None, gitbugs_path=None, cache=None, progress: bool = False,
         skipped: list | None = None, caps: dict[str, int | None] | None = None,
-        on_rows: Callable[[pd.DataFrame], object] | None = None) -> pd.DataFrame:
+        on_rows: Callable[[pd.DataFrame], object] | None = None, raw: list | None = None) -> pd.DataFrame:
     """The query table: one row per (target, vectors, n, filtered). Sizes over a target's
     cap (`Target.max_n`, or `caps[name]`; None: no cap) are skipped and, if `skipped` is
     a list, noted in it with the reason. `on_rows(table so far)` is called after each
-    target at each size, so a long run that is stopped keeps what it finished."""
+    target at each size, so a long run that is stopped keeps what it finished. `raw`: a list
+    that receives every timed query's latencies and recall (see `measure_target`)."""
     chosen = check_targets(list(targets))
     caps = {t.name: t.max_n for t in chosen} | dict(caps or {})
     sizes = sorted({data.check_count("size", s) for s in sizes})
@@ -295,7 +304,7 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
                                         else "capped on the command line"})
                     continue
                 rows += measure_target(target, vset, points, filters, masks, floors, warmup, queries, k,
-                                       single_deposits, progress)
+                                       single_deposits, progress, raw)
                 if on_rows is not None:
                     on_rows(pd.DataFrame(rows).assign(**extra))
     return pd.DataFrame(rows).assign(**extra)
