@@ -199,6 +199,14 @@ def test_remote_router_has_the_routers_methods(service):
         assert isinstance(local, OutcomeRouter) and local.store.name == "http"
 
 
+def test_a_service_client_used_in_a_with_block_closes_its_connections(service):
+    from qis_lib.stores.http import ServiceClient
+
+    with ServiceClient(service.url, api_key=KEY) as client:
+        assert client.call("GET", "/v1/vectors/default/info")["dim"] == 384
+    assert client._http.is_closed
+
+
 QUERIES = st.fixed_dictionaries({
     "problem": st.sampled_from(["namenode heap", "yarn scheduler stuck", "disk full on datanode", "block report"]),
     "top_k": st.integers(1, 12),

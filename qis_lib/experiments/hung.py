@@ -206,11 +206,8 @@ def _service_dim(url: str) -> int:
     """The service's vector size, asked through the project's own client (its errors name the address)."""
     from ..stores.http import DEFAULT_NAMESPACE, ServiceClient
 
-    client = ServiceClient(url, timeout=30)
-    try:
+    with ServiceClient(url, timeout=30) as client:
         return int(client.call("GET", f"/v1/vectors/{DEFAULT_NAMESPACE}/info")["dim"])
-    finally:
-        client.close()
 
 
 def qdrant_cases(timeout: int = 2) -> list[dict]:

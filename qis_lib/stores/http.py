@@ -102,6 +102,12 @@ class ServiceClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> "ServiceClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def filter_body(flt: QueryFilter) -> dict[str, Any]:
     return {"now": flt.now, "domain": flt.domain, "min_confidence": flt.min_confidence,

@@ -142,11 +142,8 @@ def drop_service_namespace(store: Store) -> None:
     test may have closed the store's client already (the reopen test does)."""
     from .http import ServiceClient
 
-    client = ServiceClient(store.url)
-    try:
+    with ServiceClient(store.url) as client:
         client.call("DELETE", f"/v1/vectors/{store.namespace}")
-    finally:
-        client.close()
 
 
 def _qdrant_url() -> str | None:
