@@ -106,6 +106,16 @@ class StallingProxy:
         self.close()
 
 
+def load_client(name: str) -> None:
+    """Import store `name` and its client library now: the cases time calls, not imports."""
+    from ..stores import store_spec
+
+    spec = store_spec(name)
+    spec.load()
+    for module in spec.requires:
+        __import__(module)
+
+
 def timed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
     started = time.monotonic()
     try:
@@ -171,6 +181,7 @@ def _address(url: str) -> tuple[str, int]:
 
 def chroma_cases(server_url: str, timeout: float = 2.0) -> list[dict]:
     """The Chroma cases, through proxies in front of the `chroma run` at `server_url`."""
+    load_client("chroma")
     server = _address(server_url)
     rows = _open_cases("chroma", lambda url: open_store("chroma", url=url, timeout=timeout, dim=8), server, timeout)
     return rows + _call_cases("chroma", lambda url, mode: open_store("chroma", url=url, timeout=timeout, dim=8,
@@ -182,6 +193,7 @@ def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
     its vector API (HttpStore) as Chroma's, and the agents' text API (deposit, query)."""
     from ..core.router import make_router
 
+    load_client("http")
     server = _address(service_url)
     dim = _service_dim(service_url)
 
@@ -212,6 +224,7 @@ def _service_dim(url: str) -> int:
 
 def qdrant_cases(timeout: int = 2) -> list[dict]:
     """The Qdrant cases: a silent node, a slow node, two stalling nodes in turn."""
+    load_client("qdrant")
     rows = []
     with StallingProxy(mode="hang") as silent:
         seconds, exc = timed(lambda: open_store("qdrant", url=silent.url, timeout=timeout, dim=8))
@@ -231,12 +244,6 @@ def qdrant_cases(timeout: int = 2) -> list[dict]:
 
 
 def hung_runs(chroma_url: str | None = None) -> pd.DataFrame:
-    from ..stores import store_spec
-
-    for name in ("qdrant", "chroma", "http"):  # import the clients first: the cases time calls, not imports
-        store_spec(name).load()
-        for module in store_spec(name).requires:
-            __import__(module)
     rows = qdrant_cases()
     with contextlib.ExitStack() as stack:
         if chroma_url is None:
