@@ -52,7 +52,7 @@ from ..embedders import CachedEmbedder
 from ..stores import ModeContext, Store, all_modes, open_store
 from .timing import summarise, time_calls
 from . import data
-from .plots import panels
+from .plots import finish, panel_title, panels
 from .raw import numpy_query_fn
 from ..stores.options import INDEX_OPTIONS
 
@@ -316,7 +316,6 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
     import matplotlib.pyplot as plt
 
     fig, axes, cells = panels(table, 4.2, sharex=True)
-    sets = len(axes)
     colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, vectors, filtered, part in cells:
         for target, rows in part.groupby("target", sort=False):
@@ -330,26 +329,16 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
             ns = np.array(sorted(floor["n"]), dtype=float)
             ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
             ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
-        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(sorted(set(part["n"])), [f"{n:,}" for n in sorted(set(part["n"]))])
-        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
-        ax.set_title(f"{vectors} vectors, {'filtered (~4.5% pass)' if filtered else 'unfiltered (expiry only)'}")
-        ax.set_xlabel("N (points in the store)")
         ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
-        ax.grid(True, which="both", alpha=0.3)
     handles, labels = [], []
     for ax in axes.flat:  # every target, even one that ran in only some panels
         for h, label in zip(*ax.get_legend_handles_labels()):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.88 if sets == 1 else 0.94))
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return finish(fig, axes, handles, labels, path)
 
 
 def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None = None):
@@ -376,7 +365,7 @@ def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None =
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_ylim(min(0.98, float(table["recall_at_10"].min()) - 0.03), 1.01)
         ax.set_xlabel("p99 query latency (ms), transport.query with the vector given")
-        ax.set_title("filtered (~4.5% pass)" if filtered else "unfiltered (expiry only)")
+        ax.set_title(panel_title(filtered))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")
     handles, labels = axes[0][0].get_legend_handles_labels()
