@@ -66,3 +66,7 @@ def test_the_command_line_writes_each_result_with_its_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         production.main(["links", "--vectors", "real,random", "--out", str(out)])
     assert "links takes one vector set" in capsys.readouterr().err
+    for bad in (["links", "--n", "0"], ["frontier", "--queries", "-3"], ["autoindex", "--n", "many"]):
+        with pytest.raises(SystemExit):
+            production.main(bad + ["--out", str(out)])
+        assert "expected an integer >= 1" in capsys.readouterr().err

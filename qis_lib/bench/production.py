@@ -66,17 +66,17 @@ def folder_mb(path: str) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
-@functools.lru_cache(maxsize=1)
-def _machine() -> tuple:
+@functools.cache
+def _machine() -> dict:
     from .embedding import machine_info
 
     info = machine_info(("qdrant-edge-py",))
-    return (("cpu", info["cpu"]), ("cores", info["cores"]), ("qdrant-edge-py", info["qdrant-edge-py"]))
+    return {key: info[key] for key in ("cpu", "cores", "qdrant-edge-py")}
 
 
 def machine() -> dict:
     """The CPU, its core count, the engine's version and the load now: the context of every row."""
-    return {**dict(_machine()), "load_1min": round(os.getloadavg()[0], 2)}
+    return {**_machine(), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool = False) -> float:
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None):
     import shlex
     import sys
 
-    from .__main__ import positive_ints
+    from .__main__ import count, positive_ints
 
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m qis_lib.bench.production", description=__doc__,
@@ -326,8 +326,8 @@ def main(argv: Sequence[str] | None = None):
                    help="frontier: real, random or real,random; links: real or random (default random)")
     p.add_argument("--quantizations", default="none,int8", help=f"frontier: from none,{','.join(QUANTIZATIONS)}")
     p.add_argument("--hnsw-ef", type=positive_ints, default=list(HNSW_EFS), help="frontier: hnsw_ef values")
-    p.add_argument("--queries", type=int, default=500)
-    p.add_argument("--n", type=int, default=100_000, help="autoindex/throughput/links: N (default 100000)")
+    p.add_argument("--queries", type=count(1), default=500)
+    p.add_argument("--n", type=count(1), default=100_000, help="autoindex/throughput/links: N (default 100000)")
     p.add_argument("--threads", type=positive_ints, default=[1, 2, 4])
     p.add_argument("--gitbugs", default=None)
     p.add_argument("--out", default="results/production")
