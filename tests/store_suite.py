@@ -321,6 +321,25 @@ class StoreSuite:
             store.purge_expired(now=float("nan"))
         assert store.count() == len(ids) - len(expired)
 
+    def test_purge_of_one_agent_leaves_every_other_agents_packets(self, open_store):
+        """purge_expired(now, agent_id=A) deletes A's expired packets only: another agent's
+        expired packets and A's live ones stay; a blank agent id is refused and deletes nothing."""
+        store = open_store()
+        rng = np.random.default_rng(29)
+        payloads = [OutcomePacket(f"case {i}", "resolved", 0.5, timestamp=NOW - 100, ttl=[50, 1000][i % 2],
+                                  agent_id=["alice", "bob", "carol"][i % 3]).to_payload() for i in range(30)]
+        ids = [OutcomePacket.from_payload(p).packet_id for p in payloads]
+        store.upsert(ids, unit(rng, len(ids)), payloads)
+        with pytest.raises(ValueError, match="agent_id"):
+            store.purge_expired(now=NOW, agent_id=" ")
+        assert store.count() == len(ids)
+        alices = {pid for pid, p in zip(ids, payloads) if p["agent_id"] == "alice" and p["expires_at"] <= NOW}
+        assert store.purge_expired(now=NOW, agent_id="alice") == len(alices) > 0
+        assert set(store.get(ids)) == set(ids) - alices
+        assert store.purge_expired(now=NOW, agent_id="nobody") == 0
+        others = {pid for pid, p in zip(ids, payloads) if p["expires_at"] <= NOW} - alices
+        assert store.purge_expired(now=NOW) == len(others)
+
     def test_upsert_same_id_overwrites(self, open_store):
         store = open_store()
         rng = np.random.default_rng(2)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qis_lib import OutcomePacket, OutcomeRouter, QueryFilter, make_router
-from qis_lib.core.router import PAYLOAD_MARKER, router_payload, trusted_packet
+from qis_lib.core.router import PAYLOAD_MARKER, PAYLOAD_VERSION, router_payload, trusted_packet
 from qis_lib.embedders import HashEmbedder
 from qis_lib.stores.memory import MemoryStore
 from qis_lib.stores.options import QUANTIZATIONS
@@ -161,13 +161,14 @@ texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_siz
 def test_a_payload_the_router_wrote_comes_back_as_the_same_packet(problem, outcome, confidence, tags, ttl):
     packet = OutcomePacket(problem, outcome, confidence, domain_tags=tags, ttl=ttl)
     payload = router_payload(packet)
-    assert payload[PAYLOAD_MARKER] == 1
+    assert payload[PAYLOAD_MARKER] == PAYLOAD_VERSION
     assert trusted_packet(payload) == packet == OutcomePacket.from_payload(payload)
 
 
 @pytest.mark.parametrize("change", [
     lambda p: p.pop(PAYLOAD_MARKER),  # a foreign writer
     lambda p: p.update({PAYLOAD_MARKER: 99}),  # another version
+    lambda p: p.update({PAYLOAD_MARKER: 1}),  # marked before writers from outside were validated
     lambda p: p.update(extra="x"),  # more keys than the router writes
     lambda p: p.update(domain_tags=None),  # wrong type where the marker is forged
 ])

@@ -19,6 +19,7 @@ from qis_lib.core.urls import parse_store_url
                 "collection": "c"}),
     ("qdrant-edge:///tmp/e", "qdrant-edge", {"path": "/tmp/e"}),
     ("http://localhost:8080", "http", {"url": "http://localhost:8080"}),  # a routing service
+    ("https://localhost:8443", "http", {"url": "https://localhost:8443"}),  # ... over TLS
 ])
 def test_parse_store_url(url, name, options):
     assert parse_store_url(url) == (name, options)
@@ -26,7 +27,8 @@ def test_parse_store_url(url, name, options):
 
 @pytest.mark.parametrize("url, message", [
     ("postgres://localhost", "bad store url"),
-    ("https://localhost:6333", "bad store url"),
+    ("ftp://localhost:6333", "bad store url"),
+    ("https:///tmp/x", "takes no path"),
     ("qdrant://localhost", "HOST:PORT"),
     ("qdrant://localhost:notaport", "HOST:PORT"),
     ("qdrant-edge://somehost:1", "takes no host"),

@@ -17,6 +17,7 @@ OUTCOME_TYPES = ("resolved", "partial", "contradicted", "open")
 MAX_DELTA_CHARS = 200
 MAX_PACKET_BYTES = 512  # the series' target for one serialized packet
 DEFAULT_TTL = 7 * 24 * 3600.0
+ANONYMOUS = "anonymous"  # the agent id of a packet built without one
 
 # Fixed namespace so packet ids are the same on every machine and in every run.
 PACKET_NAMESPACE = uuid.UUID("6f1c3c52-7d0e-4c7a-9a43-2f5b8f6d1e0a")
@@ -56,7 +57,7 @@ class OutcomePacket:
     delta_summary: str = ""
     domain_tags: tuple[str, ...] = ()
     timestamp: float = field(default_factory=time.time)  # seconds, kept to the millisecond
-    agent_id: str = "anonymous"
+    agent_id: str = ANONYMOUS
     ttl: float = DEFAULT_TTL
 
     def __post_init__(self) -> None:

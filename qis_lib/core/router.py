@@ -25,9 +25,12 @@ Hit = tuple[OutcomePacket, float]
 
 # Payloads this router writes carry this key: read back with it, and with exactly the
 # packet's fields, a payload is rebuilt without validating it again (the packet was
-# validated when it was built). Any other payload is validated in full.
+# validated when it was built). Any other payload is validated in full. Whoever can write
+# to a store can write the marker too, so a writer that takes payloads from others (the
+# routing service's vector API) validates them first (`validated_packet`) and sets the
+# marker itself. Version 2: payloads marked before that rule (version 1) are validated again.
 PAYLOAD_MARKER = "qis_payload"
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
 _PACKET_FIELDS = [f.name for f in dataclass_fields(OutcomePacket)]
 _TRUSTED_KEYS = frozenset(_PACKET_FIELDS) | {"expires_at", PAYLOAD_MARKER}
 
@@ -52,6 +55,23 @@ def trusted_packet(payload: dict) -> OutcomePacket | None:
     elif type(tags) is not tuple:
         return None
     packet.__dict__.update(values)
+    return packet
+
+
+def validated_packet(payload: Any) -> OutcomePacket:
+    """The packet a payload from outside holds, checked as a deposit is: every field by the
+    packet's rules, no key beyond the packet's, `expires_at` and the marker (if present)
+    consistent. Raises ValueError or TypeError naming what is wrong."""
+    packet = OutcomePacket.from_payload(payload)
+    extra = sorted(map(str, set(payload) - _TRUSTED_KEYS))
+    if extra:
+        raise ValueError(f"payload has field(s) {extra} that a packet does not; a packet's are "
+                         f"{_PACKET_FIELDS + ['expires_at']}")
+    if "expires_at" in payload and payload["expires_at"] != packet.expires_at:
+        raise ValueError(f"expires_at must be timestamp + ttl ({packet.expires_at}), got {payload['expires_at']!r}")
+    if PAYLOAD_MARKER in payload and payload[PAYLOAD_MARKER] not in (1, PAYLOAD_VERSION):
+        raise ValueError(f"{PAYLOAD_MARKER} must be {PAYLOAD_VERSION} (it is the library's own mark), "
+                         f"got {payload[PAYLOAD_MARKER]!r}")
     return packet
 
 
@@ -151,10 +171,11 @@ class OutcomeRouter:
                 self._purge_if_due(len(unique))
         return ids
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete every packet expired at `now` (default: the clock) from the store; returns how many.
-        Queries never return expired packets; this frees the room they take."""
-        removed = self.store.purge_expired(now)
+    def purge_expired(self, now: float | None = None, agent_id: str | None = None) -> int:
+        """Delete every packet expired at `now` (default: the clock) from the store, only
+        `agent_id`'s if given; returns how many. Queries never return expired packets; this
+        frees the room they take."""
+        removed = self.store.purge_expired(now, agent_id=agent_id)
         self._count("purged", removed)
         self._count("purges")
         return removed
@@ -219,6 +240,15 @@ class OutcomeRouter:
         return {pid: packet for pid, payload in found.items()
                 for packet, _ in self._packets([(payload, 0.0)])}
 
+    def delete(self, packet_ids: Sequence[str]) -> list[str]:
+        """Remove the packets `packet_ids` from the store; returns the ids that were stored
+        (ids not stored are ignored)."""
+        found = list(self.store.get(list(packet_ids)))
+        if found:
+            self.store.delete(found)
+            self._count("deleted", len(found))
+        return found
+
     def stats(self) -> dict[str, Any]:
         """Counts of this router's work and the store's size and capabilities."""
         with self._counts_lock:
@@ -231,6 +261,7 @@ class OutcomeRouter:
             "queries": counts.get("queries", 0),
             "skipped_payloads": counts.get("skipped_payloads", 0),
             "purged": counts.get("purged", 0),
+            "deleted": counts.get("deleted", 0),
             "hybrid_queries": self.hybrid,
             **{k: v for k, v in vars(self.store.capabilities).items()},
             "store_info": self.store.info(),

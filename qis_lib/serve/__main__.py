@@ -1,13 +1,15 @@
-"""python -m qis_lib.serve --store STORE_URL [--host 127.0.0.1] [--port 8080] [--api-key KEY]"""
+"""python -m qis_lib.serve --store STORE_URL [--auth FILE | --api-key KEY] [--audit FILE] [--ssl-certfile F --ssl-keyfile F]"""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from ..stores.http import API_KEY_HEADER
-from .app import DEFAULT_MAX_BODY
+from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY
+from .server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 
 log = logging.getLogger("qis_lib.serve")
 
@@ -22,37 +24,75 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--api-key", default=os.environ.get("QIS_API_KEY"),
-                        help=f"require this key in the {API_KEY_HEADER} header (default: $QIS_API_KEY, else none)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--auth", default=os.environ.get("QIS_AUTH_FILE"), metavar="FILE",
+                      help="the keys file: each key's id, role (agent, reader, admin), agent and limits (README, "
+                           "'Who may do what'); read again on SIGHUP or when it changes (default: $QIS_AUTH_FILE)")
+    keys.add_argument("--api-key", default=None,
+                      help=f"one admin key, required in the {API_KEY_HEADER} header or as a bearer token "
+                           "(default: $QIS_API_KEY; neither: no key needed, every caller is an admin)")
+    parser.add_argument("--audit", default=None, metavar="FILE",
+                        help="append one JSON line per write and per refused request (never a key)")
+    parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
     parser.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
                         help="larger request bodies are refused with 413 (default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="more open connections are answered 503 and closed (default: %(default)s)")
+    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        help="seconds a request's headers may take to arrive (default: %(default)s)")
+    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        help="seconds a request's body may take after its headers (default: %(default)s)")
     parser.add_argument("--max-namespaces", type=int, default=64)
     parser.add_argument("--log-level", default="info")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.api_key is None and args.auth is None:
+        args.api_key = os.environ.get("QIS_API_KEY") or None
+    for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        parser.error("TLS needs both --ssl-certfile and --ssl-keyfile")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import uvicorn
+    from .audit import Audit
+    from .auth import AuthFile
 
+    try:  # the keys first: a broken file stops the service before it opens the store
+        auth = AuthFile(args.auth) if args.auth else None
+    except ValueError as exc:
+        print(f"routing service not started: {exc}", file=sys.stderr, flush=True)
+        return 2
     from ..embedders import get_embedder
     from .app import create_app
     from .namespaces import Namespaces
+    from .server import serve
 
     namespaces = Namespaces(args.store, get_embedder(args.embedder), limit=args.max_namespaces)
-    app = create_app(namespaces, api_key=args.api_key, max_body_bytes=args.max_body_bytes)
+    audit = Audit(args.audit)
+    app = create_app(namespaces, api_key=args.api_key, auth=auth, audit=audit, max_body_bytes=args.max_body_bytes,
+                     body_timeout=args.body_timeout)
+    if auth is not None:
+        signal.signal(signal.SIGHUP, lambda *_: auth.reload())
+    scheme = "https" if args.ssl_certfile else "http"
     reach = ("this machine only (loopback); pass --host 0.0.0.0 to accept other machines"
              if args.host in ("127.0.0.1", "localhost", "::1") else "other machines too")
+    keys = (f"{len(auth.credentials)} keys from {args.auth} (SIGHUP or a change reloads it)" if auth is not None
+            else "one admin key (--api-key)" if args.api_key else "NO KEYS: every caller may do everything")
     router = namespaces.default
     print(f"routing service: {router.store.name} store ({args.store}), embedder {router.embedder.name}, "
-          f"on http://{args.host}:{args.port} ({reach}); "
-          f"API key {'required' if args.api_key else 'not required'}; docs at /docs", file=sys.stderr, flush=True)
+          f"on {scheme}://{args.host}:{args.port} ({reach}); {keys}; docs at /docs", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        serve(app, args.host, args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
+              ssl_keyfile=args.ssl_keyfile, max_connections=args.max_connections, header_timeout=args.header_timeout)
     finally:
         namespaces.close()  # flushes persistent stores on a clean stop (SIGTERM, Ctrl-C)
+        audit.close()
     return 0
 
 

@@ -2,34 +2,39 @@
 
 Agents send text (deposit, query, synthesize) and the service embeds it, so an agent
 needs no model. Beside that text API, `/v1/vectors/{namespace}/...` exposes the
-store's own contract (upsert vectors, query by vector with a filter, get, delete), so
-anything written against `Store` runs over HTTP too (`qis_lib.stores.http.HttpStore`).
-The namespace "default" is the agents' store: both APIs see the same packets.
+store's own contract (upsert vectors, query by vector with a filter, get, delete) to
+admin keys, so anything written against `Store` runs over HTTP too
+(`qis_lib.stores.http.HttpStore`). The namespace "default" is the agents' store.
 
-Bad input never reaches the store: a body that is not JSON is a 4xx, a well-formed body
-that breaks a rule is a 422 naming the field (`loc`) and the rule (`msg`), a body over
-the size limit is a 413 before it is read, and with an API key a request without it is a
-401. Every answer carries `Server-Timing: app;dur=MS` (time spent inside the service).
+Every request to /v1 carries a key (`X-API-Key: KEY` or `Authorization: Bearer KEY`) unless
+the service was started without keys; the key decides the caller's role and agent (see
+qis_lib.serve.gate for who may do what). Bad input never reaches the store: a body that is
+not JSON is a 4xx, a well-formed body that breaks a rule is a 422 naming the field (`loc`)
+and the rule (`msg`), a body over the size limit is a 413 before it is read, a missing or
+unknown key a 401, a request the key may not make a 403, a key over its limits a 429 with
+Retry-After. Every answer carries `Server-Timing` (`app;dur=MS`: time inside the service).
 """
 from __future__ import annotations
 
-import secrets
-import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel
 
-from ..stores.contract import QueryFilter
-from ..stores.http import API_KEY_HEADER, DEFAULT_NAMESPACE
+from ..stores.http import API_KEY_HEADER
 from . import models as m
-from .namespaces import NAME, Namespaces
+from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, Access, Envelope
+from .audit import Audit
+from .auth import AuthFile, Credentials
+from .gate import Caller, Gate, Refused
+from .namespaces import Namespaces
+from .vectors import vector_api
 
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_BODY", "create_app"]
 
 
 class ErrorOut(BaseModel):
@@ -37,45 +42,11 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {400: {"model": ErrorOut, "description": "the body is not JSON the service can read"},
-          413: {"model": ErrorOut, "description": "the body is over the service's size limit"}}
-
-
-class Envelope:
-    """ASGI middleware: refuse a body over `max_bytes` with 413 (by its Content-Length before
-    reading it, or as soon as a chunked body passes the limit), and time each request."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._too_large(send, f"Content-Length {length.decode(errors='replace')[:20]}")
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, f"the body is over the service's limit of {self.max_bytes} bytes")
-            return message
-
-        async def timed(message):
-            if message["type"] == "http.response.start":
-                dur = f"app;dur={(time.perf_counter() - start) * 1000:.3f}".encode()
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", dur)]}
-            await send(message)
-
-        await self.app(scope, limited, timed)
-
-    async def _too_large(self, send, what: str):
-        body = JSONResponse({"detail": f"{what}: the body is over the service's limit of {self.max_bytes} bytes"},
-                            status_code=413, headers={"connection": "close"})
-        await body({"type": "http"}, None, send)
+          401: {"model": ErrorOut, "description": "no key, or one the service does not know"},
+          403: {"model": ErrorOut, "description": "this key may not do this (its role, or another agent's packet)"},
+          408: {"model": ErrorOut, "description": "the body did not arrive in time"},
+          413: {"model": ErrorOut, "description": "the body is over the service's size limit"},
+          429: {"model": ErrorOut, "description": "this key is over its limits; see Retry-After"}}
 
 
 def _rule_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,7 +64,16 @@ def _rule_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
-def _library_rules(exc: Exception, fields) -> RequestValidationError:
+def _refused(request: Request, exc: Refused) -> JSONResponse:
+    if exc.status == 422:  # as a broken rule: the field in loc
+        loc = ["body", *(exc.field.split(".") if exc.field else [])]
+        loc = [int(p) if p.isdigit() else p for p in loc]
+        return JSONResponse({"detail": [{"type": m.RULE, "loc": loc, "msg": exc.detail, "input": None}]},
+                            status_code=422)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+def library_rules(exc: Exception, fields) -> RequestValidationError:
     """A ValueError/TypeError of the library (the store contract) as a 422."""
     message = str(exc)
     word = message.split(maxsplit=1)[0].strip(",:") if message else ""
@@ -102,187 +82,139 @@ def _library_rules(exc: Exception, fields) -> RequestValidationError:
     return RequestValidationError([{"type": m.RULE, "loc": loc, "msg": message, "input": None}])
 
 
-def create_app(namespaces: Namespaces, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
-    """The FastAPI app serving `namespaces` (its default router is the agents' one)."""
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key of the service's --auth file "
+                                                                          "(or its --api-key)")
+_bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
+
+
+def caller(request: Request, _key=Security(_api_key), _token=Security(_bearer)) -> Caller:
+    """The caller `Access` authenticated (the Security parameters declare the schemes in OpenAPI)."""
+    found = request.scope.get("state", {}).get("caller")
+    if found is None:  # Access always sets it on /v1; a missing one is a wiring error, not an open door
+        raise HTTPException(401, "no caller: the service's access layer did not run")
+    return found
+
+
+def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFile | Credentials | None = None,
+               audit: Audit | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
+    """The FastAPI app serving `namespaces` (its default router is the agents' one).
+
+    `auth`: the keys (an AuthFile, reloaded when it changes, or Credentials); `api_key`: one
+    admin key (shorthand, not with `auth`); neither: no keys, every caller an admin."""
+    if api_key and auth is not None:
+        raise ValueError("give api_key or auth, not both (an auth file may hold an admin key)")
+    keys = Credentials.single_admin(api_key) if api_key else auth
+    audit = audit or Audit(None)
+    gate = Gate(namespaces, audit)
     app = FastAPI(title="qis-routing service", version="1", description=__doc__,
-                  exception_handlers={RequestValidationError: _rule_errors})
-    app.state.namespaces = namespaces
-    app.add_middleware(Envelope, max_bytes=max_body_bytes)
-    guarded: list = []
-    responses: dict[int | str, Any] = dict(ERRORS)
-    if api_key:
-        header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                              description="the key the service was started with (--api-key)")
-        wanted = api_key.encode()
-
-        def require_key(key: str | None = Security(header)) -> None:
-            if key is None or not secrets.compare_digest(key.encode(), wanted):
-                raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
-                                    headers={"WWW-Authenticate": "APIKey"})
-
-        guarded = [Depends(require_key)]
-        responses[401] = {"model": ErrorOut, "description": "no API key, or a wrong one"}
-    api = APIRouter(prefix="/v1", dependencies=guarded, responses=responses)
+                  exception_handlers={RequestValidationError: _rule_errors, Refused: _refused})
+    app.state.namespaces, app.state.gate, app.state.audit = namespaces, gate, audit
+    app.add_middleware(Access, keys=keys, audit=audit)
+    app.add_middleware(Envelope, max_bytes=max_body_bytes, body_timeout=body_timeout)
+    api = APIRouter(prefix="/v1", responses=dict(ERRORS))
+    who = Depends(caller)
     router = namespaces.default
 
     @app.get("/health", response_model=m.HealthOut, tags=["service"])
     def health() -> dict:
-        """Answers while the service runs (no API key needed): which store and embedder it serves."""
+        """Answers while the service runs (no key needed): which store and embedder it serves."""
         return {"status": "ok", "store": router.store.name, "embedder": router.embedder.name,
-                "namespaces": len(namespaces)}
+                "dim": router.embedder.dim, "namespaces": len(namespaces)}
+
+    @api.get("/whoami", response_model=m.WhoAmIOut, tags=["service"])
+    async def whoami(me: Caller = who) -> dict:
+        """The key's id, role and agent, and what it may do."""
+        from .auth import ACTIONS
+
+        return {"key": me.key_id, "role": me.role, "agent": me.agent, "may": sorted(ACTIONS[me.role])}
 
     @api.post("/packets", response_model=m.IdOut, tags=["agents"])
-    def deposit(body: m.PacketIn) -> dict:
-        """Deposit one packet (embedded here); answers once the store has acknowledged it."""
-        return {"id": router.deposit(body.packet)}
+    async def deposit(body: m.PacketIn, me: Caller = who) -> dict:
+        """Deposit one packet (embedded here) as the caller's agent; answers once the store has acknowledged it."""
+        return {"id": (await gate.deposit(me, [body.owned]))[0]}
 
     @api.post("/packets/batch", response_model=m.IdsOut, tags=["agents"])
-    def deposit_many(body: m.PacketsIn) -> dict:
-        """Deposit up to 1,000 packets: one batched encode, one write."""
-        return {"ids": router.deposit_many([p.packet for p in body.packets])}
+    async def deposit_many(body: m.PacketsIn, me: Caller = who) -> dict:
+        """Deposit up to 1,000 packets: one batched encode, one write; one refused packet refuses them all."""
+        return {"ids": await gate.deposit(me, [p.owned for p in body.packets])}
 
     @api.post("/query", response_model=m.HitsOut, tags=["agents"])
-    def query(body: m.QueryIn) -> dict:
+    async def query(body: m.QueryIn, me: Caller = who) -> dict:
         """The live packets whose problems are most similar to `problem`, every filter applied in the store."""
-        return {"hits": _hits(router.query(body.problem, top_k=body.top_k, **body.filters()))}
+        return {"hits": _hits(await gate.query(me, body.problem, top_k=body.top_k, **body.filters()))}
 
     @api.post("/synthesize", response_model=m.SynthesisOut, tags=["agents"])
-    def synthesize(body: m.SynthesizeIn) -> dict:
-        """Deposit `outcome`, then what other agents found for a problem like `problem`."""
-        result = router.synthesize(body.problem, body.outcome.packet, top_k=body.top_k, domain=body.domain,
-                                   min_confidence=body.min_confidence, now=body.now)
+    async def synthesize(body: m.SynthesizeIn, me: Caller = who) -> dict:
+        """Deposit `outcome` as the caller's agent, then what other agents found for a problem like `problem`."""
+        result = await gate.synthesize(me, body.problem, body.outcome.owned, top_k=body.top_k, domain=body.domain,
+                                       min_confidence=body.min_confidence, now=body.now)
         return {"matches": _hits(result.matches), "outcome_counts": result.outcome_counts,
                 "consensus": result.consensus, "support": result.support}
 
     @api.get("/packets/{packet_id}", response_model=m.PacketOut, tags=["agents"],
              responses={404: {"model": ErrorOut, "description": "no packet with this id"},
                         422: {"description": "an id this store cannot hold"}})
-    def get_one(packet_id: str) -> m.PacketOut:
+    async def get_one(packet_id: str, me: Caller = who) -> m.PacketOut:
         """One stored packet by id."""
         try:
-            found = router.get([packet_id])
+            found = await gate.get(me, [packet_id])
         except (ValueError, TypeError) as exc:
-            raise _library_rules(exc, ("packet_id",)) from None
+            raise library_rules(exc, ("packet_id",)) from None
         if packet_id not in found:
             raise HTTPException(404, f"no packet {packet_id!r} in the store")
         return m.PacketOut.of(found[packet_id])
 
     @api.post("/get", response_model=m.PacketsOut, tags=["agents"])
-    def get_many(body: m.IdsIn) -> dict:
+    async def get_many(body: m.IdsIn, me: Caller = who) -> dict:
         """The stored packets among `ids` (ids not stored are left out)."""
         try:
-            found = router.get(body.ids)
+            found = await gate.get(me, body.ids)
         except (ValueError, TypeError) as exc:
-            raise _library_rules(exc, ("ids",)) from None
+            raise library_rules(exc, ("ids",)) from None
         return {"packets": {pid: m.PacketOut.of(p) for pid, p in found.items()}}
 
-    @api.get("/stats", tags=["service"])
-    def stats() -> dict[str, Any]:
-        """The router's counts and the store's size and capabilities."""
-        return jsonable_encoder(router.stats())
+    @api.delete("/packets/{packet_id}", response_model=m.DeletedOut, tags=["agents"],
+                responses={404: {"model": ErrorOut, "description": "no packet with this id"}})
+    async def delete_one(packet_id: str, me: Caller = who) -> dict:
+        """Delete one packet: an agent key its own only."""
+        deleted = await _delete(me, [packet_id])
+        if not deleted:
+            raise HTTPException(404, f"no packet {packet_id!r} in the store")
+        return {"deleted": deleted}
 
-    @api.post("/purge", response_model=m.PurgeOut, tags=["service"],
-              responses={501: {"model": ErrorOut, "description": "this router cannot purge expired packets"}})
-    def purge(body: m.PurgeIn) -> dict:
-        """Remove packets expired at `now` (default: the service's clock) from the store."""
-        purge_expired = getattr(router, "purge_expired", None)
-        if purge_expired is None:
-            raise HTTPException(501, "this version of the router has no purge_expired(); expired packets are "
-                                     "still never returned by a query (every filter runs in the store)")
-        return {"purged": purge_expired(now=body.now)}
+    @api.post("/packets/delete", response_model=m.DeletedOut, tags=["agents"])
+    async def delete_many(body: m.DeleteIn, me: Caller = who) -> dict:
+        """Delete the stored packets among `ids` (an agent key: its own only; one of another agent's
+        among them refuses them all). Answers the ids deleted."""
+        return {"deleted": await _delete(me, body.ids)}
+
+    async def _delete(me: Caller, ids: list[str]) -> list[str]:
+        try:
+            return await gate.delete(me, ids)
+        except (ValueError, TypeError) as exc:
+            raise library_rules(exc, ("ids",)) from None
+
+    @api.get("/stats", tags=["service"])
+    async def stats(me: Caller = who) -> dict[str, Any]:
+        """The router's counts and the store's size and capabilities."""
+        return jsonable_encoder(await gate.stats(me))
+
+    @api.post("/purge", response_model=m.PurgeOut, tags=["agents"])
+    async def purge(body: m.PurgeIn, me: Caller = who) -> dict:
+        """Remove expired packets (at `now`, default the service's clock): an agent key its own,
+        an admin key every agent's or `agent_id`'s."""
+        return {"purged": await gate.purge(me, now=body.now, agent_id=body.agent_id)}
 
     @api.post("/embed", response_model=m.EmbedOut, tags=["service"])
-    def embed(body: m.EmbedIn) -> dict:
+    async def embed(body: m.EmbedIn, me: Caller = who) -> dict:
         """The service's embedding of each text (what deposits and queries use)."""
-        return {"embedder": router.embedder.name, "vectors": router.embedder.encode(body.texts).tolist()}
+        return {"embedder": router.embedder.name, "vectors": (await gate.embed(me, body.texts)).tolist()}
 
-    _vector_api(api, namespaces)
+    vector_api(api, gate, who, library_rules, ErrorOut)
     app.include_router(api)
     return app
 
 
 def _hits(hits) -> list[dict]:
     return [{"packet": m.PacketOut.of(p), "score": s} for p, s in hits]
-
-
-def _vector_api(api: APIRouter, namespaces: Namespaces) -> None:
-    """The store contract over HTTP, one namespace per path (created on first use)."""
-    ns_param = Path(pattern=NAME.pattern, description=f'"{DEFAULT_NAMESPACE}" is the agents\' store')
-    full = {409: {"model": ErrorOut, "description": "the service holds its limit of namespaces"}}
-
-    def store(namespace: str):
-        try:
-            return namespaces.get(namespace).store
-        except OverflowError as exc:
-            raise HTTPException(409, str(exc)) from None
-
-    def contract(call, fields):
-        try:
-            return call()
-        except (ValueError, TypeError) as exc:
-            raise _library_rules(exc, fields) from None
-
-    @api.get("/vectors/{namespace}/info", response_model=m.InfoOut, tags=["vectors"], responses=full)
-    def info(namespace: str = ns_param) -> dict:
-        """The namespace's store: kind, dimension, count, capabilities."""
-        s = store(namespace)
-        return {"namespace": namespace, "store": s.name, "dim": s.dim, "count": s.count(),
-                "capabilities": vars(s.capabilities), "uuid_ids": _takes_uuids_only(s)}
-
-    @api.get("/vectors/{namespace}/ids", response_model=m.IdsOut, tags=["vectors"],
-             responses={**full, 501: {"model": ErrorOut, "description": "the store cannot list its ids"}})
-    def ids(namespace: str = ns_param) -> dict:
-        """Every id the store holds, expired ones included (a full scroll, for crash checks)."""
-        s = store(namespace)
-        try:
-            return {"ids": s.scroll_ids()}
-        except NotImplementedError as exc:
-            raise HTTPException(501, str(exc)) from None
-
-    @api.post("/vectors/{namespace}/upsert", response_model=m.Done, tags=["vectors"], responses=full)
-    def upsert(body: m.UpsertIn, namespace: str = ns_param) -> dict:
-        """Write the batch (checked whole first: a bad batch writes nothing)."""
-        s = store(namespace)
-        contract(lambda: s.upsert(body.ids, body.vectors, body.payloads), ("ids", "vectors", "payloads"))
-        return {"done": True}
-
-    @api.post("/vectors/{namespace}/query", response_model=m.VectorHitsOut, tags=["vectors"], responses=full)
-    def vector_query(body: m.VectorQueryIn, namespace: str = ns_param) -> dict:
-        """The top_k payloads nearest `vector` among those the filter keeps."""
-        s = store(namespace)
-        f = body.filter
-        flt = QueryFilter(now=time.time() if f.now is None else f.now, domain=f.domain,
-                          min_confidence=f.min_confidence, exclude_agent=f.exclude_agent)
-        hits = contract(lambda: s.query(body.vector, body.top_k, flt), ("vector", "top_k", "filter"))
-        return {"hits": [{"payload": p, "score": score} for p, score in hits]}
-
-    @api.post("/vectors/{namespace}/get", response_model=m.PayloadsOut, tags=["vectors"], responses=full)
-    def vector_get(body: m.IdsIn, namespace: str = ns_param) -> dict:
-        s = store(namespace)
-        return {"payloads": contract(lambda: s.get(body.ids), ("ids",))}
-
-    @api.post("/vectors/{namespace}/delete", response_model=m.Done, tags=["vectors"], responses=full)
-    def vector_delete(body: m.IdsIn, namespace: str = ns_param) -> dict:
-        s = store(namespace)
-        contract(lambda: s.delete(body.ids), ("ids",))
-        return {"done": True}
-
-    @api.delete("/vectors/{namespace}", response_model=m.Done, tags=["vectors"],
-                responses={404: {"model": ErrorOut, "description": "no such namespace"}})
-    def drop(namespace: str = ns_param) -> dict:
-        """Remove a namespace and its data (not the default one)."""
-        try:
-            dropped = namespaces.drop(namespace)
-        except ValueError as exc:
-            raise _library_rules(exc, ()) from None
-        if not dropped:
-            raise HTTPException(404, f"no namespace {namespace!r}")
-        return {"done": True}
-
-
-def _takes_uuids_only(store) -> bool:
-    try:
-        store.check_store_ids(["not-a-uuid"])
-    except ValueError:
-        return True
-    return False

@@ -6,25 +6,32 @@
 It has the methods and return types of `OutcomeRouter` (packets come back as
 `OutcomePacket`, queries as (packet, score) pairs, `synthesize` as a `Synthesis`); one
 HTTP request per call, the text embedded on the service. It needs httpx only: no model,
-no store client. Errors name the service's address: a dead or silent service is a
-ConnectionError within `timeout` seconds, a broken rule a ValueError naming the field.
+no store client. The key (`api_key`, default $QIS_API_KEY) decides the agent it acts as:
+a packet without an agent id takes it, another agent's is refused. Errors name the
+service's address: a dead or silent service is a ConnectionError within `timeout` seconds,
+a broken rule a ValueError naming the field, a refused request a PermissionError, a key over
+its limits a ServiceBusyError (with `retry_after`).
 The client holds no state beyond its connection pool, so after an outage the next call
 simply works again; a deposit is safe to retry (same packet, same id).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..core.packet import OutcomePacket
+from ..core.packet import ANONYMOUS, OutcomePacket
 from ..core.router import Hit, Synthesis, one_domain
-from ..stores.http import DEFAULT_NAMESPACE, MAX_BATCH, HttpStore, ServiceClient
+from ..stores.http import MAX_BATCH, HttpStore, ServiceClient
 
 
 def packet_body(packet: OutcomePacket) -> dict[str, Any]:
-    """The JSON an agent sends for `packet` (its fields; the service rebuilds and checks it)."""
-    return {k: v for k, v in packet.to_payload().items() if k != "expires_at"}
+    """The JSON an agent sends for `packet` (its fields; the service rebuilds and checks it).
+    A packet left with the default agent id ("anonymous") is sent without one, so it takes
+    the agent the caller's key acts as."""
+    return {k: v for k, v in packet.to_payload().items()
+            if k != "expires_at" and not (k == "agent_id" and v == ANONYMOUS)}
 
 
 def _packet(body: dict) -> OutcomePacket:
@@ -60,28 +67,31 @@ class RemoteRouter:
     """An `OutcomeRouter` whose store and embedder live in a routing service at `url`.
 
     `timeout` (seconds) bounds every request; `max_connections` is the pool size (one
-    connection per thread calling at once). Thread-safe.
+    connection per thread calling at once); `ca_file`: the certificate authority of an
+    https:// service. `whoami`: the key's id, role and agent, as the service sees them. Thread-safe.
     """
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, max_connections: int = 100):
-        self.client = ServiceClient(url, api_key=api_key, timeout=timeout, max_connections=max_connections)
-        self.url, self._api_key = self.client.url, api_key
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, max_connections: int = 100,
+                 ca_file: str | os.PathLike | None = None):
+        self.client = ServiceClient(url, api_key=api_key, timeout=timeout, max_connections=max_connections,
+                                    ca_file=ca_file)
+        self.url, self._api_key, self._ca_file = self.client.url, api_key, ca_file
         try:
             health = self.client.call("GET", "/health")
-            info = self.client.call("GET", f"/v1/vectors/{DEFAULT_NAMESPACE}/info")  # checks the key too
+            self.whoami = self.client.call("GET", "/v1/whoami")  # checks the key
         except BaseException:
             self.client.close()
             raise
-        self.embedder = RemoteEmbedder(self.client, health["embedder"], info["dim"])
-        self.backend = info["store"]
+        self.embedder = RemoteEmbedder(self.client, health["embedder"], health["dim"])
+        self.backend = health["store"]
         self._store: HttpStore | None = None
 
     @property
     def store(self) -> HttpStore:
-        """The service's store through its vector API (the same packets the agents see)."""
+        """The service's store through its vector API (admin keys only: the same packets the agents see)."""
         if self._store is None:
             self._store = HttpStore(self.url, dim=self.embedder.dim, api_key=self._api_key,
-                                    timeout=self.client.timeout)
+                                    timeout=self.client.timeout, ca_file=self._ca_file)
         return self._store
 
     def deposit(self, packet: OutcomePacket) -> str:
@@ -124,13 +134,22 @@ class RemoteRouter:
             found.update({pid: _packet(p) for pid, p in out["packets"].items()})
         return found
 
+    def delete(self, packet_ids: Sequence[str]) -> list[str]:
+        """Remove the packets `packet_ids` (an agent key: its own only; one of another agent's
+        among them is a PermissionError and nothing is removed); returns the ids that were stored."""
+        ids = list(packet_ids)
+        deleted: list[str] = []
+        for start in range(0, len(ids), 10 * MAX_BATCH):
+            deleted += self.client.call("POST", "/v1/packets/delete", {"ids": ids[start:start + 10 * MAX_BATCH]})["deleted"]
+        return deleted
+
     def stats(self) -> dict[str, Any]:
         """The service's router stats (its counts cover every agent it serves)."""
         return self.client.call("GET", "/v1/stats")
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Remove expired packets from the service's store; NotImplementedError if its router cannot."""
-        return self.client.call("POST", "/v1/purge", {"now": now})["purged"]
+    def purge_expired(self, now: float | None = None, agent_id: str | None = None) -> int:
+        """Remove expired packets from the service's store (an agent key: its own only)."""
+        return self.client.call("POST", "/v1/purge", {"now": now, "agent_id": agent_id})["purged"]
 
     def close(self) -> None:
         """Close this client's connections (the service and its store keep running)."""

@@ -43,7 +43,8 @@ class Body(BaseModel):
 
 
 class PacketIn(Body):
-    """An outcome packet as an agent sends it; `timestamp` defaults to the service's clock."""
+    """An outcome packet as an agent sends it; `timestamp` defaults to the service's clock, and
+    `agent_id` to the agent the caller's key acts as (another agent's id is refused)."""
 
     problem_description: str
     outcome_type: Literal[OUTCOME_TYPES]  # type: ignore[valid-type]
@@ -51,7 +52,7 @@ class PacketIn(Body):
     delta_summary: str = ""
     domain_tags: list[str] = Field(default_factory=list, max_length=64)
     timestamp: float | None = None
-    agent_id: str = "anonymous"
+    agent_id: str | None = Field(None, description="default: the agent the caller's key acts as")
     ttl: float = DEFAULT_TTL
     _packet: OutcomePacket | None = PrivateAttr(default=None)
 
@@ -63,7 +64,17 @@ class PacketIn(Body):
 
     @property
     def packet(self) -> OutcomePacket:
+        """The packet as sent (agent "anonymous" if none was given: see `agent_given`)."""
         return self._packet
+
+    @property
+    def agent_given(self) -> bool:
+        return self.agent_id is not None
+
+    @property
+    def owned(self) -> tuple[OutcomePacket, bool]:
+        """(packet, agent_given): what `Gate.deposit` takes."""
+        return self._packet, self.agent_id is not None
 
 
 class PacketsIn(Body):
@@ -122,6 +133,18 @@ class IdsIn(Body):
 
 class PurgeIn(Body):
     now: float | None = None
+    agent_id: str | None = Field(None, description="only this agent's packets (an agent key: its own, the default)")
+
+    @model_validator(mode="after")
+    def _library_rules(self) -> "PurgeIn":
+        if self.agent_id is not None:
+            checked(_check_text, type(self).model_fields, name="agent_id", value=self.agent_id)
+        checked(QueryFilter, type(self).model_fields, now=0.0 if self.now is None else self.now)
+        return self
+
+
+class DeleteIn(Body):
+    ids: list[str] = Field(max_length=10 * MAX_BATCH)
 
 
 class EmbedIn(Body):
@@ -193,6 +216,17 @@ class PurgeOut(BaseModel):
     purged: int
 
 
+class DeletedOut(BaseModel):
+    deleted: list[str]
+
+
+class WhoAmIOut(BaseModel):
+    key: str | None
+    role: Literal["agent", "reader", "admin"]
+    agent: str | None
+    may: list[str]
+
+
 class EmbedOut(BaseModel):
     embedder: str
     vectors: list[list[float]]
@@ -202,6 +236,7 @@ class HealthOut(BaseModel):
     status: Literal["ok"]
     store: str
     embedder: str
+    dim: int
     namespaces: int
 
 
@@ -212,10 +247,6 @@ class VectorHitOut(BaseModel):
 
 class VectorHitsOut(BaseModel):
     hits: list[VectorHitOut]
-
-
-class IdsOut(BaseModel):
-    ids: list[str]
 
 
 class PayloadsOut(BaseModel):

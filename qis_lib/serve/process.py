@@ -18,12 +18,20 @@ from ..infra.servers import ServerProcess, free_port, wait_until
 
 
 class RoutingService(ServerProcess):
-    """`python -m qis_lib.serve` as a child process (its output in `log_path`)."""
+    """`python -m qis_lib.serve` as a child process (its output in `log_path`).
+
+    `api_key`: one admin key; `auth`: a keys file (--auth); `audit`: the audit file;
+    `tls`: (certfile, keyfile) to serve HTTPS, with `ca_file` the authority this side trusts."""
 
     def __init__(self, store: str = "memory://", host: str = "127.0.0.1", port: int | None = None,
                  api_key: str | None = None, embedder: str | None = None, folder: str | os.PathLike | None = None,
-                 start_timeout: float = 120.0, args: tuple[str, ...] = ()):
+                 start_timeout: float = 120.0, args: tuple[str, ...] = (), auth: str | os.PathLike | None = None,
+                 audit: str | os.PathLike | None = None, tls: tuple[str, str] | None = None,
+                 ca_file: str | os.PathLike | None = None):
+        if api_key and auth:
+            raise ValueError("give api_key or auth, not both")
         self.store, self.host, self.api_key, self.embedder = store, host, api_key, embedder
+        self.auth, self.audit, self.tls, self.ca_file = auth, audit, tls, ca_file
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
         self.args = tuple(args)
@@ -34,19 +42,27 @@ class RoutingService(ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "qis_lib.serve", "--store", self.store, "--host", self.host,
                "--port", str(self.port), *self.args]
         if self.embedder:
             cmd += ["--embedder", self.embedder]
+        if self.auth:
+            cmd += ["--auth", str(self.auth)]
+        if self.audit:
+            cmd += ["--audit", str(self.audit)]
+        if self.tls:
+            cmd += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
         return cmd
 
     def healthy(self, timeout: float = 1.0) -> bool:
         import httpx
 
-        return httpx.get(f"{self.url}/health", timeout=timeout).status_code == 200
+        from ..stores.http import tls_verify
+
+        return httpx.get(f"{self.url}/health", timeout=timeout, verify=tls_verify(self.ca_file)).status_code == 200
 
     def start(self) -> "RoutingService":
         """Start the service (if not running) and return once /health answers."""
@@ -55,6 +71,8 @@ class RoutingService(ServerProcess):
         # The child imports the same qis_lib as this process, wherever it was started from.
         root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env.pop("QIS_API_KEY", None)
+        env.pop("QIS_AUTH_FILE", None)  # only the keys given here
         if self.api_key:
             env["QIS_API_KEY"] = self.api_key  # not on the command line, where `ps` shows it
         with open(self.log_path, "ab") as log:

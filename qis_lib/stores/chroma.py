@@ -213,9 +213,12 @@ class ChromaStore(Store):
             if len(batch) < page:
                 return ids
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete the packets expired at `now`: their ids by a `where` on expires_at, then a delete."""
-        where = {"expires_at": {"$lte": self._purge_now(now)}}
+    def _purge_expired(self, now: float, agent_id: str | None) -> int:
+        """Delete the packets expired at `now` (of `agent_id` only, if given): their ids by a
+        `where` on expires_at, then a delete."""
+        where = {"expires_at": {"$lte": now}}
+        if agent_id is not None:
+            where = {"$and": [where, {"agent_id": agent_id}]}
         ids = list(self.collection.get(where=where, include=[])["ids"])
         if ids and self._manifest is not None:
             self._manifest.before_delete(len(ids))

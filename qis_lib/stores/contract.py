@@ -212,24 +212,29 @@ class Store(abc.ABC):
     def count(self) -> int:
         """How many packets are stored (expired ones included)."""
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete every packet whose `expires_at` is at or before `now` (default: the clock);
-        return how many were deleted. A live packet (expires_at > now) is never touched.
-
-        Stores with a delete by filter override this (one call inside the engine). This
-        default works on any store through the contract, for packets stored under their
-        packet id (as the router stores them): one query whose filter keeps everything
-        reads every payload, the expired ids are read back with `get` (so a payload naming
-        another id can never get a live packet deleted) and deleted. It reads at most
-        MAX_TOP_K packets; a larger store that does not override it raises NotImplementedError.
+    def purge_expired(self, now: float | None = None, agent_id: str | None = None) -> int:
+        """Delete every packet whose `expires_at` is at or before `now` (default: the clock),
+        only those of `agent_id` if given; return how many were deleted. A live packet
+        (expires_at > now) is never touched, nor another agent's when `agent_id` is given.
+        Stores override `_purge_expired` (one delete by filter inside the engine, where it has one).
         """
         now = self._purge_now(now)
+        if agent_id is not None and (not isinstance(agent_id, str) or not agent_id.strip()):
+            raise ValueError(f"agent_id must be None or a non-empty string, got {agent_id!r}")
+        return self._purge_expired(now, agent_id)
+
+    def _purge_expired(self, now: float, agent_id: str | None) -> int:
+        """The default purge, on any store through the contract, for packets stored under their
+        packet id (as the router stores them): one query whose filter keeps everything reads
+        every payload, the expired ids are read back with `get` (so a payload naming another id
+        can never get a live packet deleted) and deleted. It reads at most MAX_TOP_K packets; a
+        larger store that does not override it raises NotImplementedError."""
         total = self.count()
         if total == 0:
             return 0
         if total > MAX_TOP_K:
             raise NotImplementedError(f"{type(self).__name__} holds {total} packets, more than the {MAX_TOP_K} "
-                                      f"the default purge_expired reads in one query: override purge_expired")
+                                      f"the default purge_expired reads in one query: override _purge_expired")
         probe = np.full(self.dim, 1.0 / math.sqrt(self.dim), dtype=np.float32)
         hits = self._query(probe, total, QueryFilter(now=-1e308))  # every expires_at is above -1e308
         from ..core.packet import OutcomePacket  # the packet id is derived from the payload's fields
@@ -241,7 +246,8 @@ class Store(abc.ABC):
             except (ValueError, TypeError):
                 continue  # not a packet's payload: its id cannot be known here
         stored = self.get(named) if named else {}
-        expired = [pid for pid, p in stored.items() if p["expires_at"] <= now]
+        expired = [pid for pid, p in stored.items()
+                   if p["expires_at"] <= now and (agent_id is None or p["agent_id"] == agent_id)]
         if expired:
             self.delete(expired)
         return len(expired)

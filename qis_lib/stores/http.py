@@ -13,6 +13,7 @@ service's address, and a dead or hung service fails within `timeout` seconds.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any
 
@@ -29,6 +30,43 @@ class ServiceError(RuntimeError):
     """The routing service answered with an error of its own (5xx)."""
 
 
+class ServiceBusyError(ServiceError):
+    """The routing service asked the caller to come back later: 429 (this key is over its
+    limits) or 503 (the service holds its limit of connections). `retry_after`: seconds, from
+    the answer's Retry-After header (None if it had none). Safe to retry: a deposit is idempotent."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`Server-Timing: embed;dur=1.2, app;dur=3.4` as {"embed": 1.2, "app": 3.4} (ms)."""
+    spans = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                try:
+                    spans[name] = float(value)
+                except ValueError:
+                    pass
+    return spans
+
+
+def tls_verify(ca_file: str | os.PathLike | None):
+    """What httpx's `verify=` takes: the system's CAs, or an SSL context trusting `ca_file` (PEM)."""
+    if ca_file is None:
+        return True
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {os.fspath(ca_file)!r} is not a readable PEM certificate file: {exc}") from None
+
+
 def _detail(response) -> str:
     """The error the service put in its answer: FastAPI's {"detail": str | [{loc, msg}]}."""
     try:
@@ -41,36 +79,70 @@ def _detail(response) -> str:
     return str(detail)
 
 
+def answer_error(where: str, code: int, detail: str, retry_after: str | None = None) -> Exception:
+    """The exception for an answer with status `code` (>= 400): 401/403 -> PermissionError,
+    404 -> KeyError, 429/503 -> ServiceBusyError, 501 -> NotImplementedError, other 4xx ->
+    ValueError (naming the field and the rule), other 5xx -> ServiceError."""
+    message = f"{where}: {detail}"
+    if code == 401:
+        return PermissionError(f"{message} (pass api_key=, or set QIS_API_KEY)")
+    if code == 403:
+        return PermissionError(message)
+    if code == 404:
+        return KeyError(message)
+    if code in (429, 503):
+        try:
+            wait = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            wait = None
+        return ServiceBusyError(message, code, wait)
+    if code == 501:
+        return NotImplementedError(message)
+    if code < 500:
+        return ValueError(message)
+    return ServiceError(message)
+
+
+def client_options(url: Any, api_key: str | None, timeout: Any) -> tuple[str, float, dict[str, str]]:
+    """The checked url (no trailing /), timeout and headers a client of the service sends;
+    the key defaults to $QIS_API_KEY."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"the routing service url must look like http://host:port or https://host:port, got {url!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    api_key = api_key if api_key is not None else os.environ.get("QIS_API_KEY") or None
+    return url.rstrip("/"), float(timeout), ({API_KEY_HEADER: api_key} if api_key else {})
+
+
 class ServiceClient:
     """JSON over HTTP to one routing service, with its errors turned into Python ones:
-    unreachable or silent -> ConnectionError, 401 -> PermissionError, 4xx -> ValueError
-    (naming the field and the rule), 404 -> KeyError, 501 -> NotImplementedError,
-    5xx -> ServiceError. Thread-safe (one httpx connection pool)."""
+    unreachable or silent -> ConnectionError, and `answer_error` for an error answer.
+    Thread-safe (one httpx connection pool). `api_key` defaults to $QIS_API_KEY; `ca_file`
+    is the certificate authority of an https:// service (default: the system's)."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, max_connections: int = 100):
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, max_connections: int = 100,
+                 ca_file: str | os.PathLike | None = None):
         import httpx
 
-        from urllib.parse import urlparse
-
-        parsed = urlparse(url) if isinstance(url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"the routing service url must look like http://host:port, got {url!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
-                or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self.url = url.rstrip("/")
-        self.timeout = float(timeout)
-        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self.url, self.timeout, headers = client_options(url, api_key, timeout)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout),
-                                  limits=limits)
+                                  limits=limits, verify=tls_verify(ca_file))
         self._httpx = httpx
         self._local = threading.local()
 
     @property
     def last_server_ms(self) -> float | None:
-        """Time the service spent on this thread's last request (its Server-Timing header), in ms."""
-        return getattr(self._local, "server_ms", None)
+        """Time the service spent on this thread's last request (its Server-Timing `app` span), in ms."""
+        return self.last_server_timing.get("app")
+
+    @property
+    def last_server_timing(self) -> dict[str, float]:
+        """Every span of this thread's last answer's Server-Timing header, in ms."""
+        return getattr(self._local, "timing", {})
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         httpx = self._httpx
@@ -83,21 +155,11 @@ class ServiceClient:
             raise ConnectionError(f"cannot reach the routing service at {self.url} ({method} {path}): "
                                   f"{type(exc).__name__}: {exc}") from None
         code = response.status_code
-        timing = response.headers.get("server-timing", "")
-        self._local.server_ms = float(timing.partition("dur=")[2]) if "dur=" in timing else None
+        self._local.timing = server_timing(response.headers.get("server-timing", ""))
         if code < 400:
             return response.json()
         where = f"the routing service at {self.url} answered {method} {path} with HTTP {code}"
-        detail = _detail(response)
-        if code == 401:
-            raise PermissionError(f"{where}: {detail} (pass api_key=)")
-        if code == 404:
-            raise KeyError(f"{where}: {detail}")
-        if code == 501:
-            raise NotImplementedError(f"{where}: {detail}")
-        if code < 500:
-            raise ValueError(f"{where}: {detail}")
-        raise ServiceError(f"{where}: {detail}")
+        raise answer_error(where, code, _detail(response), response.headers.get("retry-after"))
 
     def close(self) -> None:
         self._http.close()
@@ -124,8 +186,8 @@ class HttpStore(Store):
     name = "http"
 
     def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE, dim: int = 384, api_key: str | None = None,
-                 timeout: float = 10.0):
-        self.client = ServiceClient(url, api_key=api_key, timeout=timeout)
+                 timeout: float = 10.0, ca_file: str | os.PathLike | None = None):
+        self.client = ServiceClient(url, api_key=api_key, timeout=timeout, ca_file=ca_file)
         self.url, self.namespace = self.client.url, namespace
         self._path = f"/v1/vectors/{namespace}"
         try:

@@ -121,11 +121,14 @@ class MemoryStore(Store):
     def count(self) -> int:
         return len(self._row)
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete the packets expired at `now`: one vectorised test over the rows in use."""
-        now = self._purge_now(now)
+    def _purge_expired(self, now: float, agent_id: str | None) -> int:
+        """Delete the packets expired at `now` (of `agent_id` only, if given): one vectorised test."""
         with self._lock:
             expired = self._live[: self._size] & (self._expires_at[: self._size] <= now)
+            if agent_id is not None:
+                mine = np.zeros(self._size, dtype=bool)
+                mine[list(self._agent_rows.get(agent_id, ()))] = True
+                expired &= mine
             ids = [pid for pid, row in self._row.items() if expired[row]]
             self._delete(ids)
         return len(ids)

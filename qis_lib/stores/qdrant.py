@@ -316,12 +316,15 @@ class QdrantStore(Store):
     def count(self) -> int:
         return self._call(lambda c: c.count(self.collection_name, exact=True).count)
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete the packets expired at `now` inside Qdrant: a count, then a delete by filter."""
+    def _purge_expired(self, now: float, agent_id: str | None) -> int:
+        """Delete the packets expired at `now` (of `agent_id` only, if given) inside Qdrant: a
+        count, then a delete by filter."""
         from qdrant_client import models
 
-        expired = models.Filter(must=[models.FieldCondition(key="expires_at",
-                                                            range=models.Range(lte=self._purge_now(now)))])
+        must = [models.FieldCondition(key="expires_at", range=models.Range(lte=now))]
+        if agent_id is not None:
+            must.append(models.FieldCondition(key="agent_id", match=models.MatchValue(value=agent_id)))
+        expired = models.Filter(must=must)
         n = self._call(lambda c: c.count(self.collection_name, count_filter=expired, exact=True).count)
         if n:
             if self._manifest is not None:

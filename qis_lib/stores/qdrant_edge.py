@@ -310,11 +310,15 @@ class QdrantEdgeStore(Store):
         finally:
             self._bulk = False  # a failed build leaves the automatic builds on, not held for ever
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Delete every packet expired at `now` inside the engine (one delete by filter)."""
+    def _purge_expired(self, now: float, agent_id: str | None) -> int:
+        """Delete every packet expired at `now` (of `agent_id` only, if given) inside the engine
+        (one delete by filter)."""
         import qdrant_edge as qe
 
-        expired = qe.Filter(must=[qe.FieldCondition("expires_at", range=qe.RangeFloat(lte=self._purge_now(now)))])
+        must = [qe.FieldCondition("expires_at", range=qe.RangeFloat(lte=now))]
+        if agent_id is not None:
+            must.append(qe.FieldCondition("agent_id", match=qe.MatchValue(agent_id)))
+        expired = qe.Filter(must=must)
         with self._lock:
             n = self.shard.count(qe.CountRequest(exact=True, filter=expired))
             if n:

@@ -88,6 +88,7 @@ class StoreSpec:
     # over it (a routing service embeds for its agents), called with the store's options.
     router: str | None = None
     hybrid: bool = False  # its class takes hybrid= (BM25 + dense fused in the engine; see stores/bm25.py)
+    tls_scheme: str | None = None  # the url scheme of its servers over TLS ("https"), which names this store too
 
     def __post_init__(self) -> None:
         unknown = [loc for loc in self.locations if loc not in LOCATIONS]
@@ -99,7 +100,8 @@ class StoreSpec:
         """The urls this store takes, for error messages and the README."""
         kinds = {"path": f"{self.name}:///PATH", "host": f"{self.name}://HOST:PORT",
                  "hosts": f"{self.name}://HOST:PORT[,HOST:PORT...]"}
-        return [f"{self.name}://"] + [kinds[k] for k in self.locations]
+        forms = [f"{self.name}://"] + [kinds[k] for k in self.locations]
+        return forms + [f"{self.tls_scheme}://HOST:PORT"] * bool(self.tls_scheme)
 
     def load(self) -> type[Store]:
         """The store's class, importing its module now; a missing client is an ImportError naming the extra."""
@@ -220,7 +222,7 @@ BUILTIN = (
               modes=(Mode("qdrant-edge", lambda ctx: {"path": str(ctx.folder / "edge")}, bench="qdrant-edge",
                           description="Qdrant engine in-process, payload indexes, temp folder"),)),
     StoreSpec("http", "qis_lib.stores.http", "HttpStore", extra="serve", locations=("host",), requires=("httpx",),
-              router="qis_lib.serve.client:RemoteRouter",
+              router="qis_lib.serve.client:RemoteRouter", tls_scheme="https",
               description="a routing service (python -m qis_lib.serve): agents send text, the service embeds",
               modes=(Mode("http", lambda ctx: {"url": ctx.server("http-service", start_http_service).url,
                                                "namespace": ctx.collection},
