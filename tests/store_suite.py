@@ -470,7 +470,8 @@ class StoreSuite:
         """Persistent stores: a new process opening the same store sees every packet written before."""
         store = open_store()
         if not store.capabilities.persistent:
-            pytest.skip(f"{store.name} with {open_store.options} keeps nothing after close")
+            shown = {k: "***" if k == "api_key" else v for k, v in open_store.options.items()}
+            pytest.skip(f"{store.name} with {shown} keeps nothing after close")
         rng = np.random.default_rng(5)
         ids, _, payloads = load(store, rng, n=300)
         store.close()

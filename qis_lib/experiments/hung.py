@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
 import socket
 import threading
 import time
@@ -188,9 +189,10 @@ def chroma_cases(server_url: str, timeout: float = 2.0) -> list[dict]:
                                                                      collection=f"hung-{mode}"), server, timeout)
 
 
-def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
-    """The routing service's cases, through proxies in front of the service at `service_url`:
-    its vector API (HttpStore) as Chroma's, and the agents' text API (deposit, query)."""
+def http_cases(service_url: str, timeout: float = 2.0, api_key: str | None = None) -> list[dict]:
+    """The routing service's cases, through proxies in front of the service at `service_url`
+    (an admin `api_key` if it has keys): its vector API (HttpStore) as Chroma's, and the agents'
+    text API (deposit, query)."""
     from ..core.router import make_router
 
     load_client("http")
@@ -198,13 +200,13 @@ def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
     dim = _service_dim(service_url)
 
     def open_at(url: str, mode: str = "open"):
-        return open_store("http", url=url, timeout=timeout, dim=dim, namespace=f"hung-{mode}")
+        return open_store("http", url=url, timeout=timeout, dim=dim, namespace=f"hung-{mode}", api_key=api_key)
 
     rows = _open_cases("http", open_at, server, timeout) + _call_cases("http", open_at, server, timeout)
     packet = make_packet("hung", 1)
     for mode in ("hang", "slow"):
         with StallingProxy(server, mode="pass", delay=timeout + 2) as proxy:
-            with make_router(proxy.url, timeout=timeout) as router:  # it connects (and checks) while passing
+            with make_router(proxy.url, timeout=timeout, api_key=api_key) as router:  # it connects (and checks) while passing
                 proxy.mode = mode
                 what = "never answers" if mode == "hang" else f"answers after {timeout + 2:.0f} s"
                 for name, call in {"deposit (text)": lambda: router.deposit(packet),
@@ -216,10 +218,10 @@ def http_cases(service_url: str, timeout: float = 2.0) -> list[dict]:
 
 def _service_dim(url: str) -> int:
     """The service's vector size, asked through the project's own client (its errors name the address)."""
-    from ..stores.http import DEFAULT_NAMESPACE, ServiceClient
+    from ..stores.http import ServiceClient
 
     with ServiceClient(url, timeout=30) as client:
-        return int(client.call("GET", f"/v1/vectors/{DEFAULT_NAMESPACE}/info")["dim"])
+        return int(client.call("GET", "/health")["dim"])
 
 
 def qdrant_cases(timeout: int = 2) -> list[dict]:
@@ -251,8 +253,9 @@ def hung_runs(chroma_url: str | None = None) -> pd.DataFrame:
 
             chroma_url = stack.enter_context(ChromaServer(start_timeout=120.0)).url
         rows += chroma_cases(chroma_url)
-    with RoutingService("memory://", embedder="hash") as service:
-        rows += http_cases(service.url)
+    key = secrets.token_urlsafe(24)
+    with RoutingService("memory://", embedder="hash", api_key=key) as service:
+        rows += http_cases(service.url, api_key=key)
     return pd.DataFrame(rows)
 
 

@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger("qis_lib.serve")
 
@@ -318,6 +318,19 @@ class KeyLimiter:
                 self._inflight[cred.id] = left
             else:
                 self._inflight.pop(cred.id, None)
+
+
+def write_keys_file(path: str | os.PathLike, agents: Sequence[str] = (), limits: dict | None = None) -> dict[str, str]:
+    """A keys file at `path` for harnesses and tests: one admin key ("admin") and an agent key
+    per agent id, fresh random secrets, `limits` (e.g. {"rate_per_s": None}) on the agent keys.
+    Returns the secrets by "admin" and by agent id."""
+    secrets_by = {"admin": secrets.token_urlsafe(24), **{a: secrets.token_urlsafe(24) for a in agents}}
+    entries = [{"id": "admin", "role": "admin", "key": secrets_by["admin"]}]
+    entries += [{"id": f"key-{i}", "role": "agent", "agent": a, "key": secrets_by[a], **(limits or {})}
+                for i, a in enumerate(agents)]
+    Credentials.parse({"keys": entries}, str(path))
+    Path(path).write_text(json.dumps({"keys": entries}))
+    return secrets_by
 
 
 def new_entry(key_id: str, role: str, agent: str | None = None) -> tuple[str, dict]:

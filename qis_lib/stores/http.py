@@ -188,7 +188,7 @@ class HttpStore(Store):
     def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE, dim: int = 384, api_key: str | None = None,
                  timeout: float = 10.0, ca_file: str | os.PathLike | None = None):
         self.client = ServiceClient(url, api_key=api_key, timeout=timeout, ca_file=ca_file)
-        self.url, self.namespace = self.client.url, namespace
+        self.url, self.namespace, self.api_key = self.client.url, namespace, api_key
         self._path = f"/v1/vectors/{namespace}"
         try:
             info = self.client.call("GET", f"{self._path}/info")

@@ -122,21 +122,34 @@ class StoreSpec:
         return getattr(importlib.import_module(module), name)
 
 
-def start_http_service(stack: contextlib.ExitStack, folder: Path):
-    """A routing service over a memory store with the hash embedder: the vector API needs no model."""
+def _service_with_keys(stack: contextlib.ExitStack, folder: Path, store: str):
+    """A routing service over `store` with the hash embedder and a keys file holding one admin
+    key (`service.admin_key`, which the modes' clients send): the suite runs with --auth on."""
+    from ..serve.auth import write_keys_file
     from ..serve.process import RoutingService
 
-    return stack.enter_context(RoutingService("memory://", embedder="hash", folder=folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = write_keys_file(folder / "keys.json")
+    service = stack.enter_context(RoutingService(store, embedder="hash", folder=folder, auth=folder / "keys.json"))
+    service.admin_key = keys["admin"]
+    return service
+
+
+def start_http_service(stack: contextlib.ExitStack, folder: Path):
+    """A routing service over a memory store with the hash embedder: the vector API needs no model."""
+    return _service_with_keys(stack, folder, "memory://")
 
 
 def start_http_edge_service(stack: contextlib.ExitStack, folder: Path):
     """A routing service over a qdrant-edge folder (persistent: a killed service restarted on
     the same folder and port finds what it acknowledged), with the hash embedder. Its index
     builds every 1,000 new points (not 5,000), so a kill cycle's service dies during one now and then."""
-    from ..serve.process import RoutingService
+    return _service_with_keys(stack, folder, f"qdrant-edge://{folder / 'edge'}?index_threshold=1000")
 
-    return stack.enter_context(RoutingService(f"qdrant-edge://{folder / 'edge'}?index_threshold=1000",
-                                              embedder="hash", folder=folder))
+
+def _http_options(ctx: "ModeContext", key: str, start) -> dict[str, Any]:
+    service = ctx.server(key, start)
+    return {"url": service.url, "namespace": ctx.collection, "api_key": service.admin_key}
 
 
 def drop_service_namespace(store: Store) -> None:
@@ -144,7 +157,7 @@ def drop_service_namespace(store: Store) -> None:
     test may have closed the store's client already (the reopen test does)."""
     from .http import ServiceClient
 
-    with ServiceClient(store.url) as client:
+    with ServiceClient(store.url, api_key=store.api_key) as client:
         client.call("DELETE", f"/v1/vectors/{store.namespace}")
 
 
@@ -224,14 +237,13 @@ BUILTIN = (
     StoreSpec("http", "qis_lib.stores.http", "HttpStore", extra="serve", locations=("host",), requires=("httpx",),
               router="qis_lib.serve.client:RemoteRouter", tls_scheme="https",
               description="a routing service (python -m qis_lib.serve): agents send text, the service embeds",
-              modes=(Mode("http", lambda ctx: {"url": ctx.server("http-service", start_http_service).url,
-                                               "namespace": ctx.collection},
+              modes=(Mode("http", lambda ctx: _http_options(ctx, "http-service", start_http_service),
                           cleanup=drop_service_namespace,
-                          description="routing service on loopback over a memory store, a namespace per test"),
-                     Mode("http-edge", lambda ctx: {"url": ctx.server("http-edge-service", start_http_edge_service).url,
-                                                    "namespace": ctx.collection},
+                          description="routing service on loopback over a memory store (--auth on, an admin key), "
+                                      "a namespace per test"),
+                     Mode("http-edge", lambda ctx: _http_options(ctx, "http-edge-service", start_http_edge_service),
                           cleanup=drop_service_namespace,
-                          description="routing service on loopback over a qdrant-edge folder (persistent), "
+                          description="routing service on loopback over a qdrant-edge folder (persistent, --auth on), "
                                       "a namespace per test"),
                      )),
 )

@@ -1,6 +1,7 @@
 """The routing service SIGKILLed under load, restarted on the same persistent store.
 
-Writer processes deposit packets (and query now and then) through `RemoteRouter`; each
+Writer processes deposit packets (and query now and then) through `RemoteRouter`, each with
+its own agent key (the service runs with --auth; the check reads with an admin key); each
 packet is written to a `sent` file before it is sent and to the writer's ledger once the
 service acknowledged it; an error is retried with the same packet (same id: a retry
 overwrites) until it is acknowledged. The service (`qdrant-edge:///...`) is killed with
@@ -23,6 +24,7 @@ import pandas as pd
 
 from ...core.packet import OutcomePacket
 from ...infra.servers import wait_until
+from ...serve.auth import write_keys_file
 from ...serve.process import RoutingService
 from ...stores.http import HttpStore
 from ..ledger import Ledger, check_loss
@@ -31,11 +33,11 @@ from .load import packet, question
 CLIENT_TIMEOUT = 5.0
 
 
-def _writer(url: str, wid: int, folder: str, stop, query_every: int = 5) -> None:
+def _writer(url: str, wid: int, folder: str, stop, api_key: str, query_every: int = 5) -> None:
     from ...serve.client import RemoteRouter
 
     folder = Path(folder)
-    router = RemoteRouter(url, timeout=CLIENT_TIMEOUT, max_connections=1)
+    router = RemoteRouter(url, api_key=api_key, timeout=CLIENT_TIMEOUT, max_connections=1)
     with open(folder / f"sent-{wid}.jsonl", "a") as sent, open(folder / f"errors-{wid}.jsonl", "a") as errors, \
             Ledger(folder / f"ledger-{wid}.jsonl") as ledger:
         def error(op: str, start: float, exc: Exception) -> None:
@@ -85,11 +87,15 @@ def run(kills: int = 20, writers: int = 4, embedder: str = "hash", seed: int = 0
     (folder / "run").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     store = f"qdrant-edge://{folder / 'store'}"
-    service = RoutingService(store, embedder=embedder, folder=folder).start()
+    # --auth on: each writer deposits with its own agent key (no limits: it writes as fast as it can),
+    # the check reads with the admin key
+    keys = write_keys_file(folder / "keys.json", [f"agent-{w}" for w in range(writers)],
+                           limits={"rate_per_s": None, "max_concurrent": None})
+    service = RoutingService(store, embedder=embedder, folder=folder, auth=folder / "keys.json").start()
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(service.url, w, str(folder / "run"), stop), daemon=True)
-             for w in range(writers)]
+    procs = [ctx.Process(target=_writer, args=(service.url, w, str(folder / "run"), stop, keys[f"agent-{w}"]),
+                         daemon=True) for w in range(writers)]
     for p in procs:
         p.start()
     outages, load = [], [os.getloadavg()]
@@ -116,14 +122,14 @@ def run(kills: int = 20, writers: int = 4, embedder: str = "hash", seed: int = 0
         for p in procs:
             p.join(30)
     load.append(os.getloadavg())
-    result = check(folder / "run", writers, service.url, outages)
+    result = check(folder / "run", writers, service.url, outages, keys["admin"])
     service.stop()
-    result.update(kills=kills, writers=writers, embedder=embedder, store="qdrant-edge", load=load,
+    result.update(kills=kills, writers=writers, embedder=embedder, store="qdrant-edge", auth=True, load=load,
                   cores=os.cpu_count())
     return result
 
 
-def check(run_dir: Path, writers: int, url: str, outages: list[dict]) -> dict:
+def check(run_dir: Path, writers: int, url: str, outages: list[dict], api_key: str | None = None) -> dict:
     """The ledger check through the restarted service, and the errors against the outages."""
     sent: dict[str, OutcomePacket] = {}
     acked: list[str] = []
@@ -136,7 +142,7 @@ def check(run_dir: Path, writers: int, url: str, outages: list[dict]) -> dict:
         path = run_dir / f"errors-{w}.jsonl"
         errors += [json.loads(line) for line in open(path)] if path.exists() else []
     in_flight = sorted(set(sent) - set(acked))  # sent when the run stopped: not acknowledged
-    store = HttpStore(url, timeout=60)
+    store = HttpStore(url, timeout=60, api_key=api_key)
     try:
         loss = check_loss("restarted service", acked, sent, (), in_flight, store.get, store.count)
     finally:
