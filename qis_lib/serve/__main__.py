@@ -8,7 +8,7 @@ import signal
 import sys
 
 from ..stores.http import API_KEY_HEADER
-from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY
+from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S
 from .server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 
 log = logging.getLogger("qis_lib.serve")
@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds a request's headers may take to arrive (default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
                         help="seconds a request's body may take after its headers (default: %(default)s)")
+    parser.add_argument("--refusal-delay", type=float, default=DEFAULT_REFUSAL_DELAY_S,
+                        help="a request over its key's limits is answered 429 after min(Retry-After, this) seconds, "
+                             "so a client retrying at once cannot turn refusals into load; 0: at once "
+                             "(default: %(default)s)")
     parser.add_argument("--max-namespaces", type=int, default=64)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -52,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.refusal_delay < 0:
+        parser.error(f"--refusal-delay must be 0 or more seconds, got {args.refusal_delay}")
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         parser.error("TLS needs both --ssl-certfile and --ssl-keyfile")
     return args
@@ -76,7 +82,7 @@ def main(argv=None) -> int:
     namespaces = Namespaces(args.store, get_embedder(args.embedder), limit=args.max_namespaces)
     audit = Audit(args.audit)
     app = create_app(namespaces, api_key=args.api_key, auth=auth, audit=audit, max_body_bytes=args.max_body_bytes,
-                     body_timeout=args.body_timeout)
+                     body_timeout=args.body_timeout, refusal_delay=args.refusal_delay)
     if auth is not None:
         signal.signal(signal.SIGHUP, lambda *_: auth.reload())
     scheme = "https" if args.ssl_certfile else "http"

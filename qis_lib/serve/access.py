@@ -3,7 +3,8 @@ must not hold the service (too large, too slow).
 
 `Access` (ASGI middleware) runs before any endpoint of /v1 (and of anything mounted under a
 protected prefix): it reads the key (`X-API-Key: K` or `Authorization: Bearer K`), finds its
-credential (401 if none), applies the key's limits (429 with Retry-After), and puts the
+credential (401 if none), applies the key's limits (429 with Retry-After, answered after
+that wait or `refusal_delay`, whichever is shorter), and puts the
 `Caller` in the request's state for the endpoints. Paths outside the protected prefixes
 (/health, /docs, /openapi.json) need no key and hold no data.
 
@@ -28,6 +29,9 @@ from .gate import OPEN, Caller
 PROTECTED = ("/v1", "/mcp")
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a request's body must arrive within this many seconds of its headers
+# A request over its key's limits is answered 429 after min(Retry-After, this) seconds, so a client
+# that retries at once sends a few refused requests a second instead of hundreds of them.
+DEFAULT_REFUSAL_DELAY_S = 1.0
 _X_API_KEY = API_KEY_HEADER.lower().encode()
 
 
@@ -60,11 +64,14 @@ class Access:
     """ASGI middleware: authenticate the key and apply its limits (see the module docstring).
 
     `keys`: an AuthFile (reloaded when it changes), fixed Credentials, or None for a service
-    without keys (every caller is an admin acting as no agent)."""
+    without keys (every caller is an admin acting as no agent). `refusal_delay`: see
+    DEFAULT_REFUSAL_DELAY_S (0: answer a 429 at once)."""
 
-    def __init__(self, app, keys: AuthFile | Credentials | None, audit: Audit, limiter: KeyLimiter | None = None):
+    def __init__(self, app, keys: AuthFile | Credentials | None, audit: Audit, limiter: KeyLimiter | None = None,
+                 refusal_delay: float = DEFAULT_REFUSAL_DELAY_S):
         self.app, self.keys, self.audit = app, keys, audit
         self.limiter = limiter or KeyLimiter()
+        self.refusal_delay = refusal_delay
 
     def credentials(self) -> Credentials | None:
         return self.keys.current() if isinstance(self.keys, AuthFile) else self.keys
@@ -88,6 +95,7 @@ class Access:
         wait = self.limiter.admit(cred)
         if wait is not None:
             self.audit.record(caller, f"{scope['method']} {scope['path']}", 429)
+            await anyio.sleep(min(wait, self.refusal_delay))  # not in flight meanwhile: no slot is held
             limits = cred.limits
             return await _answer(send, 429, f"key {cred.id!r} is over its limits ({limits.max_concurrent} requests at "
                                             f"once, {limits.rate_per_s}/s); retry after {wait:.2f}s",

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from ..stores.http import API_KEY_HEADER
 from . import models as m
-from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, Access, Envelope
+from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope
 from .audit import Audit
 from .auth import AuthFile, Credentials
 from .gate import Caller, Gate, Refused
@@ -97,7 +97,7 @@ def caller(request: Request, _key=Security(_api_key), _token=Security(_bearer)) 
 
 def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFile | Credentials | None = None,
                audit: Audit | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-               body_timeout: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
+               body_timeout: float = DEFAULT_BODY_TIMEOUT_S, refusal_delay: float = DEFAULT_REFUSAL_DELAY_S) -> FastAPI:
     """The FastAPI app serving `namespaces` (its default router is the agents' one).
 
     `auth`: the keys (an AuthFile, reloaded when it changes, or Credentials); `api_key`: one
@@ -110,7 +110,7 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFil
     app = FastAPI(title="qis-routing service", version="1", description=__doc__,
                   exception_handlers={RequestValidationError: _rule_errors, Refused: _refused})
     app.state.namespaces, app.state.gate, app.state.audit = namespaces, gate, audit
-    app.add_middleware(Access, keys=keys, audit=audit)
+    app.add_middleware(Access, keys=keys, audit=audit, refusal_delay=refusal_delay)
     app.add_middleware(Envelope, max_bytes=max_body_bytes, body_timeout=body_timeout)
     api = APIRouter(prefix="/v1", responses=dict(ERRORS))
     who = Depends(caller)

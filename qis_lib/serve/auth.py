@@ -320,14 +320,17 @@ class KeyLimiter:
                 self._inflight.pop(cred.id, None)
 
 
-def write_keys_file(path: str | os.PathLike, agents: Sequence[str] = (), limits: dict | None = None) -> dict[str, str]:
+def write_keys_file(path: str | os.PathLike, agents: Sequence[str] | dict[str, dict | None] = (),
+                    limits: dict | None = None) -> dict[str, str]:
     """A keys file at `path` for harnesses and tests: one admin key ("admin") and an agent key
-    per agent id, fresh random secrets, `limits` (e.g. {"rate_per_s": None}) on the agent keys.
-    Returns the secrets by "admin" and by agent id."""
-    secrets_by = {"admin": secrets.token_urlsafe(24), **{a: secrets.token_urlsafe(24) for a in agents}}
+    per agent id, fresh random secrets. `limits` (e.g. {"rate_per_s": None}: none) go on every
+    agent key; `agents` as a dict gives each agent its own (None: the defaults). Returns the
+    secrets by "admin" and by agent id."""
+    own = dict(agents) if isinstance(agents, dict) else {a: limits for a in agents}
+    secrets_by = {"admin": secrets.token_urlsafe(24), **{a: secrets.token_urlsafe(24) for a in own}}
     entries = [{"id": "admin", "role": "admin", "key": secrets_by["admin"]}]
-    entries += [{"id": f"key-{i}", "role": "agent", "agent": a, "key": secrets_by[a], **(limits or {})}
-                for i, a in enumerate(agents)]
+    entries += [{"id": f"key-{i}", "role": "agent", "agent": a, "key": secrets_by[a], **(own[a] or {})}
+                for i, a in enumerate(own)]
     Credentials.parse({"keys": entries}, str(path))
     Path(path).write_text(json.dumps({"keys": entries}))
     return secrets_by

@@ -1,4 +1,4 @@
-"""python -m qis_lib.experiments.http {load,crash} --help"""
+"""python -m qis_lib.experiments.http {load,crash,flood} --help"""
 import argparse
 import shlex
 import sys
@@ -22,7 +22,17 @@ def main(argv=None) -> int:
     crash.add_argument("--embedder", default="hash", help="the service's embedder (default hash: this is about the store)")
     crash.add_argument("--seed", type=int, default=0)
     crash.add_argument("--out", default="results/http")
+    flood = sub.add_parser("flood", help="one key flooding, another agent's query latency: what the per-key limits buy")
+    flood.add_argument("--queries", type=int, default=200, help="the victim's questions per phase")
+    flood.add_argument("--packets", type=int, default=1000, help="packets in the store")
+    flood.add_argument("--flood-threads", type=int, default=32)
+    flood.add_argument("--half-open", type=int, default=1500, help="connections that send half a request")
+    flood.add_argument("--embedder", default=None, help="the service's embedder (default: the fastest installed)")
+    flood.add_argument("--out", default="results/http")
     args = parser.parse_args(argv)
+    for name in ("queries", "packets", "flood_threads", "half_open", "kills", "writers"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     command = "python -m qis_lib.experiments.http " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     folder = tempfile.mkdtemp(prefix="qis-http-")
     if args.what == "load":
@@ -32,6 +42,14 @@ def main(argv=None) -> int:
         bench.save(result, args.out, command)
         print(bench.summary(result).to_string(index=False))
         ok = all(c["ok"] for c in result["checks"])
+    elif args.what == "flood":
+        from . import flood as flood_run
+
+        result = flood_run.run(queries=args.queries, packets=args.packets, flood_threads=args.flood_threads,
+                               half_open_n=args.half_open, embedder=args.embedder, folder=folder)
+        flood_run.save(result, args.out, command)
+        print(flood_run.describe(result))
+        ok = True
     else:
         from . import crash as crash_run
 
