@@ -9,6 +9,8 @@ import sys
 
 from ..stores.http import API_KEY_HEADER
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S
+from ..embedders.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS
+from .gate import DEFAULT_THREADS
 from .server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
 
 log = logging.getLogger("qis_lib.serve")
@@ -36,6 +38,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
     parser.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
+    parser.add_argument("--batch-max", type=int, default=DEFAULT_MAX_BATCH,
+                        help="texts of concurrent requests embedded together, at most this many a model call "
+                             "(default: %(default)s)")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
+                        help="an idle model waits this long for more texts before it runs (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="worker threads for the store and the model's callers (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
                         help="larger request bodies are refused with 413 (default: %(default)s)")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
@@ -53,9 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.api_key is None and args.auth is None:
         args.api_key = os.environ.get("QIS_API_KEY") or None
-    for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces"):
+    for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces", "batch_max",
+                 "threads"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.batch_wait_ms <= 1000:
+        parser.error(f"--batch-wait-ms must be from 0 to 1000, got {args.batch_wait_ms}")
     if args.refusal_delay < 0:
         parser.error(f"--refusal-delay must be 0 or more seconds, got {args.refusal_delay}")
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
@@ -75,14 +87,16 @@ def main(argv=None) -> int:
         print(f"routing service not started: {exc}", file=sys.stderr, flush=True)
         return 2
     from ..embedders import get_embedder
+    from ..embedders.batching import BatchingEmbedder
     from .app import create_app
     from .namespaces import Namespaces
     from .server import serve
 
-    namespaces = Namespaces(args.store, get_embedder(args.embedder), limit=args.max_namespaces)
+    embedder = BatchingEmbedder(get_embedder(args.embedder), max_batch=args.batch_max, max_wait_ms=args.batch_wait_ms)
+    namespaces = Namespaces(args.store, embedder, limit=args.max_namespaces)
     audit = Audit(args.audit)
     app = create_app(namespaces, api_key=args.api_key, auth=auth, audit=audit, max_body_bytes=args.max_body_bytes,
-                     body_timeout=args.body_timeout, refusal_delay=args.refusal_delay)
+                     body_timeout=args.body_timeout, refusal_delay=args.refusal_delay, threads=args.threads)
     if auth is not None:
         signal.signal(signal.SIGHUP, lambda *_: auth.reload())
     scheme = "https" if args.ssl_certfile else "http"
@@ -91,13 +105,15 @@ def main(argv=None) -> int:
     keys = (f"{len(auth.credentials)} keys from {args.auth} (SIGHUP or a change reloads it)" if auth is not None
             else "one admin key (--api-key)" if args.api_key else "NO KEYS: every caller may do everything")
     router = namespaces.default
-    print(f"routing service: {router.store.name} store ({args.store}), embedder {router.embedder.name}, "
+    print(f"routing service: {router.store.name} store ({args.store}), embedder {router.embedder.name} "
+          f"(batches of up to {args.batch_max} texts, {args.batch_wait_ms:g} ms wait), "
           f"on {scheme}://{args.host}:{args.port} ({reach}); {keys}; docs at /docs", file=sys.stderr, flush=True)
     try:
         serve(app, args.host, args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
               ssl_keyfile=args.ssl_keyfile, max_connections=args.max_connections, header_timeout=args.header_timeout)
     finally:
         namespaces.close()  # flushes persistent stores on a clean stop (SIGTERM, Ctrl-C)
+        embedder.close()
         audit.close()
     return 0
 

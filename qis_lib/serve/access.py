@@ -10,7 +10,7 @@ that wait or `refusal_delay`, whichever is shorter), and puts the
 
 `Envelope` refuses a body over the size limit (413, by its Content-Length before reading it,
 or as soon as a chunked body passes it), a body that does not arrive in time (408), and puts
-`Server-Timing` on every answer.
+`Server-Timing` on every answer (qis_lib.serve.timing: embed, store, serialize, app).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
 from ..stores.http import API_KEY_HEADER
+from . import timing
 from .audit import Audit
 from .auth import AuthFile, Credentials, KeyLimiter
 from .gate import OPEN, Caller
@@ -135,13 +136,12 @@ class Envelope:
                 raise HTTPException(413, f"the body is over the service's limit of {self.max_bytes} bytes")
             return message
 
+        spans = timing.open_spans()
+
         async def timed(message):
             if message["type"] == "http.response.start":
-                spans = scope.get("state", {}).get("timing", {})
-                parts = [f"{name};dur={ms:.3f}" for name, ms in spans.items()]
-                parts.append(f"app;dur={(time.perf_counter() - start) * 1000:.3f}")
                 message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"server-timing", ", ".join(parts).encode())]}
+                                                  (b"server-timing", timing.header(spans, start))]}
             await send(message)
 
         await self.app(scope, limited, timed)

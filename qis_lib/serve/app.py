@@ -30,7 +30,7 @@ from . import models as m
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope
 from .audit import Audit
 from .auth import AuthFile, Credentials
-from .gate import Caller, Gate, Refused
+from .gate import DEFAULT_THREADS, Caller, Gate, Refused
 from .namespaces import Namespaces
 from .vectors import vector_api
 
@@ -97,16 +97,18 @@ def caller(request: Request, _key=Security(_api_key), _token=Security(_bearer)) 
 
 def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFile | Credentials | None = None,
                audit: Audit | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-               body_timeout: float = DEFAULT_BODY_TIMEOUT_S, refusal_delay: float = DEFAULT_REFUSAL_DELAY_S) -> FastAPI:
+               body_timeout: float = DEFAULT_BODY_TIMEOUT_S, refusal_delay: float = DEFAULT_REFUSAL_DELAY_S,
+               threads: int = DEFAULT_THREADS) -> FastAPI:
     """The FastAPI app serving `namespaces` (its default router is the agents' one).
 
     `auth`: the keys (an AuthFile, reloaded when it changes, or Credentials); `api_key`: one
-    admin key (shorthand, not with `auth`); neither: no keys, every caller an admin."""
+    admin key (shorthand, not with `auth`); neither: no keys, every caller an admin. `threads`:
+    the worker threads the store and the model's callers run in (the event loop only waits)."""
     if api_key and auth is not None:
         raise ValueError("give api_key or auth, not both (an auth file may hold an admin key)")
     keys = Credentials.single_admin(api_key) if api_key else auth
     audit = audit or Audit(None)
-    gate = Gate(namespaces, audit)
+    gate = Gate(namespaces, audit, threads=threads)
     app = FastAPI(title="qis-routing service", version="1", description=__doc__,
                   exception_handlers={RequestValidationError: _rule_errors, Refused: _refused})
     app.state.namespaces, app.state.gate, app.state.audit = namespaces, gate, audit

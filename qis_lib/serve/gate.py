@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,6 +27,7 @@ import anyio
 from ..core.packet import ANONYMOUS, OutcomePacket
 from ..core.router import PAYLOAD_MARKER, Hit, OutcomeRouter, Synthesis, router_payload, validated_packet
 from ..stores.http import DEFAULT_NAMESPACE
+from . import timing
 from .audit import Audit
 from .auth import ACTIONS, Credential
 from .namespaces import Namespaces
@@ -51,6 +53,9 @@ class Caller:
 
 
 OPEN = Caller(None, "admin")  # a service started without keys: whoever reaches its port
+# Worker threads for the store and the embedder's callers. With micro-batching, the texts of the
+# requests in these threads at once are what a model call can batch; a waiting thread costs no CPU.
+DEFAULT_THREADS = 128
 
 
 class Refused(Exception):
@@ -69,7 +74,7 @@ class Gate:
     """The service's operations for a `Caller`, over `namespaces` (its "default" router is the
     agents'). `threads` bounds the worker threads the store and the model run in."""
 
-    def __init__(self, namespaces: Namespaces, audit: Audit | None = None, threads: int = 64):
+    def __init__(self, namespaces: Namespaces, audit: Audit | None = None, threads: int = DEFAULT_THREADS):
         self.namespaces = namespaces
         self.audit = audit or Audit(None)
         self.threads = anyio.CapacityLimiter(threads)
@@ -79,7 +84,30 @@ class Gate:
         return self.namespaces.default
 
     async def _run(self, fn: Callable, *args, **kwargs) -> Any:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self.threads)
+        """fn(*args, **kwargs) in a worker thread; its time goes to the request's Server-Timing
+        as `embed` (what the embedder reports for the thread, if it counts: BatchingEmbedder) and `store`."""
+        embedder = self.router.embedder
+        counts = callable(getattr(embedder, "spent", None))
+
+        def timed():
+            if counts:
+                embedder.reset()
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total = time.perf_counter() - start
+                embed = embedder.spent() if counts else 0.0
+                spans.append((embed, total - embed))
+
+        spans: list[tuple[float, float]] = []
+        try:
+            return await anyio.to_thread.run_sync(timed, limiter=self.threads)
+        finally:
+            for embed, rest in spans:
+                if embed:
+                    timing.add("embed", embed)
+                timing.add("store", rest)
 
     def require(self, caller: Caller, action: str, what: str | None = None) -> None:
         """Refuse (403, audited) unless the caller's role allows `action`."""
