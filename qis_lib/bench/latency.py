@@ -31,7 +31,9 @@ send their text; "default (dense)" elsewhere), and, on the hybrid stores only, "
   - `router_added_us`: the median over queries of (router - raw) for the same query, µs;
     `router_added_ratio`: the median over queries of (router - raw) / raw, so 0.08 means
     the router takes 8% longer than the engine on the median query (the target: <= 0.10,
-    `ROUTER_GOAL`; `overhead_summary` and `print_overhead` show it);
+    `ROUTER_GOAL`; `overhead_summary` and `print_overhead` show it). What the store does per
+    query around the engine counts in it: the filter, the request (on a hybrid row, the BM25
+    vector of the text too) and, on a hybrid row, each hit's cosine from its returned vector;
   - `transport_overhead` = p99_ms / raw_p99_ms and `router_overhead` = router_p99_ms /
     raw_p99_ms: ratios of separately ranked tails, so noisy where the difference is small;
 - `numpy_p50_ms` / `numpy_p99_ms`: exact numpy search of the same matrix and filter
@@ -155,11 +157,8 @@ def build_index(store: Store) -> float:
 
 def percentiles(prefix: str, times: np.ndarray | None) -> dict[str, float]:
     """p50/p95/p99 in ms under `prefix`; NaN where nothing was timed (a store with no native call)."""
-    keys = ("p50_ms", "p95_ms", "p99_ms")
-    if times is None:
-        return {f"{prefix}{key}": float("nan") for key in keys}
-    summary = summarise(times, "ms")
-    return {f"{prefix}{key}": summary[key] for key in keys}
+    summary = {} if times is None else summarise(times, "ms")
+    return {f"{prefix}{key}": summary.get(key, float("nan")) for key in ("p50_ms", "p95_ms", "p99_ms")}
 
 
 def paired(times: dict[str, np.ndarray]) -> dict[str, float]:
