@@ -123,6 +123,8 @@ def test_filtered_queries_keep_the_stated_share():
 def test_smaller_sets_are_the_head_of_larger_ones():
     small, large = data.random_set(50, 7, dim=8), data.random_set(120, 7, dim=8)
     assert np.array_equal(small.vectors, large.vectors[:50]) and np.array_equal(small.queries, large.queries)
+    assert small.texts == large.texts[:50] and small.query_texts == large.query_texts
+    assert len(set(large.texts)) == 120 and all(len(t.split()) == data.TEXT_WORDS for t in large.texts)
     few, many = data.make_points(large.texts[:50]), data.make_points(large.texts)
     assert [p.packet_id for p in few.packets] == [p.packet_id for p in many.packets[:50]]
     summaries, descriptions = ["alpha beta gamma delta", "one two three"], ["d1 d2 d3 d4 d5", ""]
