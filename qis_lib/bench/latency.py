@@ -4,7 +4,7 @@
     print_overhead(table)  # the router's paired per-query overhead, row by row
 
 For each vector set ("real": MiniLM embeddings of GitBugs report texts; "random": unit
-Gaussian vectors, with labels for texts; see `qis_lib.bench.data`), each size N, each
+Gaussian vectors, with synthetic words for texts; see `qis_lib.bench.data`), each size N, each
 target and each configuration, a fresh store is loaded and measured. Configurations
 (`config`): the router's default, the store opened as `make_router` opens it ("default
 (hybrid)" on a store whose `StoreSpec.hybrid` is set and that opened with BM25, so queries
@@ -76,7 +76,7 @@ from ..embedders import CachedEmbedder
 from ..stores import ModeContext, Store, all_modes, open_store
 from ..stores.options import INDEX_OPTIONS
 from . import data
-from .plots import plot_latency_vs_n, plot_recall_vs_latency  # noqa: F401 (their home was here)
+from .plots import plot_latency_vs_n, plot_recall_vs_latency  # noqa: F401 (notebook 04 imports them from here)
 from .raw import engine_call, numpy_query_fn, reads_payloads
 from .timing import paired_difference, summarise, time_calls, time_interleaved
 
@@ -140,7 +140,9 @@ def opened(target: Target, dim: int, config: str = "default") -> Iterator[Store]
         ctx = ModeContext(folder, stack, collection=f"bench-{uuid.uuid4().hex[:8]}")
         options = mode.options(ctx)
         if spec.hybrid:
-            options.setdefault("hybrid", None if config == "default" else False)
+            options.setdefault("hybrid", None)  # as make_router opens it
+            if config == "dense":
+                options["hybrid"] = False
         store = open_store(spec.name, dim=dim, **options)
         stack.callback(store.close)
         if mode.cleanup is not None:  # runs before close (last in, first out)
