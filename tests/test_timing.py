@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qis_lib.bench.timing import summarise, summary_table, time_calls
+from qis_lib.bench.timing import paired_difference, summarise, summary_table, time_calls, time_interleaved
 
 
 class StepClock:
@@ -96,3 +96,66 @@ def test_summary_table_ratios_against_baseline():
 def test_summary_table_unknown_baseline():
     with pytest.raises(ValueError, match="baseline"):
         summary_table({"a": [0.1]}, baseline="b")
+
+
+# --- two calls compared query by query -------------------------------------------------------
+
+def test_time_interleaved_runs_every_fn_on_each_input_in_its_turn():
+    clock, calls = StepClock([]), []
+
+    def fn(name, seconds):
+        def call(x):
+            calls.append((name, x))
+            clock.now += seconds * (x + 1)
+        return call
+
+    orders = [("a", "b"), ("b", "a")]
+    progress = []
+    times = time_interleaved({"a": fn("a", 1.0), "b": fn("b", 10.0)}, [0, 1, 2], orders, clock=clock,
+                             progress=progress.append, every=2)
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]  # one input at a time
+    np.testing.assert_allclose(times["a"], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(times["b"], [10.0, 20.0, 30.0])
+    assert progress == [2, 1]
+
+
+def test_time_interleaved_default_orders_put_each_fn_first_in_turn():
+    calls = []
+    time_interleaved({name: (lambda x, name=name: calls.append(name)) for name in "abc"}, range(3))
+    assert calls == list("abc" "bca" "cab")
+
+
+@pytest.mark.parametrize("fns, inputs, orders, message", [
+    ({}, [1], None, "fns must map names"),
+    ({"a": 42}, [1], None, "fns must map names"),
+    ({"a": print, "b": print}, [1], [("a",)], "each order must name every fn once"),
+    ({"a": print, "b": print}, [1], [("a", "a")], "each order must name every fn once"),
+    ({"a": print}, [1], [], "each order must name every fn once"),
+    ({"a": print}, [], None, "empty"),
+])
+def test_time_interleaved_rejects_bad_arguments(fns, inputs, orders, message):
+    with pytest.raises(ValueError, match=message):
+        time_interleaved(fns, inputs, orders)
+
+
+def test_paired_difference_is_the_median_of_each_inputs_difference():
+    router = np.array([0.0011, 0.0022, 0.0050, 0.0013])
+    raw = np.array([0.0010, 0.0020, 0.0010, 0.0010])
+    # differences 100, 200, 4000, 300 us: median 250; ratios 0.1, 0.1, 4.0, 0.3: median 0.2
+    stats = paired_difference(router, raw)
+    assert stats["median_diff_us"] == pytest.approx(250.0)
+    assert stats["median_ratio"] == pytest.approx(0.2)
+    # not the difference of medians (1750 - 1000 = 750 us): a per-input comparison
+    assert paired_difference(router, raw, unit="ms")["median_diff_ms"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("a, b, unit, message", [
+    ([0.1, 0.2], [0.1], "us", "one length"),
+    ([], [], "us", "one length"),
+    ([0.1], [0.0], "us", "must be > 0"),
+    ([0.1], [0.1], "hours", "unit"),
+])
+def test_paired_difference_rejects_bad_arguments(a, b, unit, message):
+    with pytest.raises(ValueError, match=message):
+        paired_difference(a, b, unit)
+

@@ -2,14 +2,17 @@
 
     python -m qis_lib.bench --transports memory,qdrant-edge --sizes 1000,10000 --out results/
 
-Writes to --out: query.csv (one row per transport, vectors, n, filtered; machine info,
-versions and this command in every row; while the run goes on, query.partial.csv holds
-the rows finished so far and is removed at the end), query_raw.csv.gz (every timed query:
-its latency through the store, the router and the raw call, and its recall, for new metrics
-without a rerun), run.json (the same information, plus what was
-skipped and why), latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png. What each column means:
-the docstring of qis_lib/bench/latency.py. Embedding speed has its own command:
-python -m qis_lib.bench.embedding.
+Each store runs as make_router opens it (config "default (hybrid)" on qdrant-edge and
+qdrant, "default (dense)" elsewhere) and, on those two, dense only as well (config "dense";
+--configs default to leave it out). Writes to --out: query.csv (one row per transport,
+config, vectors, n, filtered; machine info, versions and this command in every row; while
+the run goes on, query.partial.csv holds the rows finished so far and is removed at the
+end), query_raw.csv.gz (every timed query: its config, its latency through the store, the
+router and the raw call, which of those two ran first, and its share of the exact dense
+top 10, for new metrics without a rerun), run.json (the same information, plus what was
+skipped and why), latency_vs_n.png, recall_vs_n.png and recall_vs_latency.png; and prints
+the router's paired overhead per row. What each column means: the docstring of
+qis_lib/bench/latency.py. Embedding speed has its own command: python -m qis_lib.bench.embedding.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import data
-from .latency import PACKAGES, targets
+from .latency import CONFIGS, PACKAGES, targets
 
 
 def positive_ints(text: str) -> list[int]:
@@ -82,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated numbers of points N (default 1000,10000,100000)")
     p.add_argument("--vectors", type=names(list(data.VECTOR_SETS)), default=["real"],
                    help="real (MiniLM embeddings of GitBugs reports), random (unit Gaussian), or real,random (default real)")
+    p.add_argument("--configs", type=names(list(CONFIGS)), default=list(CONFIGS),
+                   help="default (as make_router opens each store), dense (hybrid stores opened with hybrid=False), "
+                        "or default,dense (the default)")
     p.add_argument("--queries", type=count(1), default=1000, help="timed queries per measurement (default 1000)")
     p.add_argument("--warmup", type=count(0), default=100, help="untimed queries before them (default 100)")
     p.add_argument("--single-deposits", type=count(0), default=200, help="timed one-packet deposits (default 200)")
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None):
     import pandas as pd
 
     from .embedding import PACKAGES as EMBED_PACKAGES, machine_info
-    from .latency import run
+    from .latency import print_overhead, run
 
     out = Path(args.out)
     if args.replot:
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None):
     per_query: list = []
     table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
                 single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
-                skipped=skipped, caps=dict(args.cap), on_rows=keep, raw=per_query)
+                skipped=skipped, caps=dict(args.cap), on_rows=keep, raw=per_query, configs=args.configs)
     info = run_info()
     table = table.assign(**info)
     table.to_csv(out / "query.csv", index=False)
@@ -149,10 +155,12 @@ def main(argv: list[str] | None = None):
     if not args.no_plots and len(table):
         draw(table, out)
         written += ["latency_vs_n.png", "recall_vs_n.png", "recall_vs_latency.png"]
-    columns = ["target", "vectors", "n", "filtered", "p50_ms", "p99_ms", "raw_p99_ms", "router_overhead",
-               "recall_at_10", "deposit_per_s"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+    columns = ["target", "config", "vectors", "n", "filtered", "p50_ms", "p99_ms", "raw_p50_ms", "router_p50_ms",
+               "router_added_ratio", "recall_at_10", "dense_overlap_at_10", "deposit_per_s"]
+    with pd.option_context("display.width", 220, "display.max_columns", 20):
         print(table[columns].round(3).to_string(index=False) if len(table) else "no rows")
+    if len(table):
+        print_overhead(table)
     for item in skipped:
         print(f"skipped {item['target']} at n={item['n']} ({item['vectors']}): {item['why']}")
     print(f"wrote {', '.join(str(out / name) for name in written)} in {info['duration_s']:.0f} s")
@@ -166,8 +174,7 @@ def draw(table, out: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .latency import plot_latency_vs_n, plot_recall_vs_latency
-    from .plots import plot_recall_vs_n
+    from .plots import plot_latency_vs_n, plot_recall_vs_latency, plot_recall_vs_n
 
     for plot, name in ((plot_latency_vs_n, "latency_vs_n.png"), (plot_recall_vs_n, "recall_vs_n.png"),
                        (plot_recall_vs_latency, "recall_vs_latency.png")):

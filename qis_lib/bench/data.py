@@ -10,7 +10,11 @@ Two vector sets, both unit vectors of the model's 384 dimensions:
   (other agents describing a similar problem in their own words). Every set of N is the
   first N points of a larger one, so the sizes of one run are nested.
 - "random": Gaussian vectors normalised, queries likewise: no structure at all, the
-  worst case for a graph index.
+  worst case for a graph index. Their texts (what a hybrid store's BM25 branch searches)
+  are `TEXT_WORDS` (a query `QUERY_WORDS`) synthetic words "w0".."w9999" drawn with
+  Zipf-Mandelbrot frequencies (word k in proportion to 1 / (k + 10)), as words are in text
+  once stop words are gone: the commonest in about one text in seven, a long tail of rare
+  ones; and no relation to the vectors.
 
 Packets: one per point, with a seeded domain ("d0".."d9", uniform), confidence
 (uniform 0..1, 3 decimals) and age; `EXPIRED_SHARE` of them expired at `NOW`.
@@ -42,6 +46,7 @@ DROPOUT = 0.2
 WINDOW = 8
 RECIPE_VERSION = 1  # bump when the text recipe changes, so cached matrices made the old way are not reused
 VECTOR_SETS = ("real", "random")
+VOCABULARY, TEXT_WORDS, QUERY_WORDS = 10_000, 12, 6  # the random set's texts
 
 
 @dataclass
@@ -81,13 +86,22 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
+def zipf_texts(count: int, words: int, stream: list[int]) -> list[str]:
+    """`count` texts of `words` synthetic words each, drawn from `VOCABULARY` with the frequencies
+    of the module docstring (seeded by `stream`; the first texts do not depend on `count`)."""
+    weights = 1.0 / (np.arange(1, VOCABULARY + 1) + 10)
+    picks = np.random.default_rng(stream).choice(VOCABULARY, size=(count, words), p=weights / weights.sum())
+    return [" ".join(f"w{w}" for w in row) for row in picks]
+
+
 def random_set(n: int, queries: int, dim: int = 384, seed: int = 0) -> VectorSet:
     n, queries = check_count("n", n), check_count("queries", queries)
     # Separate streams, so the first n points do not depend on how many queries there are.
     points = np.random.default_rng([seed, 10]).standard_normal((n, dim), dtype=np.float32)
     asked = np.random.default_rng([seed, 11]).standard_normal((queries, dim), dtype=np.float32)
-    return VectorSet("random", unit_rows(points), unit_rows(asked), [f"random point {i}" for i in range(n)],
-                     [f"random query {i}" for i in range(queries)], {"set": "random", "seed": seed, "dim": dim})
+    return VectorSet("random", unit_rows(points), unit_rows(asked), zipf_texts(n, TEXT_WORDS, [seed, 12]),
+                     zipf_texts(queries, QUERY_WORDS, [seed, 13]),
+                     {"set": "random", "seed": seed, "dim": dim, "texts": f"zipf {VOCABULARY}"})
 
 
 def variant(summary: str, description: str, rng: np.random.Generator) -> str:

@@ -1,42 +1,66 @@
 """Query latency and recall of every store, against N, in one run.
 
     table = run(["memory", "qdrant-edge"], sizes=[1000, 10000], vectors=["real"])
+    print_overhead(table)  # the router's paired per-query overhead, row by row
 
 For each vector set ("real": MiniLM embeddings of GitBugs report texts; "random": unit
-Gaussian vectors; see `qis_lib.bench.data`), each size N and each target, a fresh store
-is loaded and measured:
+Gaussian vectors, with synthetic words for texts; see `qis_lib.bench.data`), each size N, each
+target and each configuration, a fresh store is loaded and measured. Configurations
+(`config`): the router's default, the store opened as `make_router` opens it ("default
+(hybrid)" on a store whose `StoreSpec.hybrid` is set and that opened with BM25, so queries
+send their text; "default (dense)" elsewhere), and, on the hybrid stores only, "dense"
+(`hybrid=False`). `hybrid` says whether the row's queries were hybrid. Per row:
 
 - deposit: bulk `transport.upsert` in batches of `BATCH` with the vectors given
-  (`deposit_per_s`: the store's write rate; embedding is measured apart), then the
-  index build where the store has an explicit one (`index_s`: qdrant-edge `optimize()`;
-  a Qdrant server's background indexing is waited for);
+  (`deposit_per_s`: the store's write rate, BM25 encoding included on a hybrid store;
+  embedding is measured apart), then the index build where the store has an explicit one
+  (`index_s`: qdrant-edge `optimize()`; a Qdrant server's background indexing is waited for);
 - query, unfiltered and filtered, after `warmup` untimed queries, over `queries` timed
-  ones; three calls per query, taking turns in blocks of `BLOCK` queries so that a burst
-  of load from elsewhere hits all three alike:
-  - `p50_ms` / `p95_ms` / `p99_ms`: `transport.query(vector, k, QueryFilter)`, qis_lib's
-    store call with the vector given (no embedding);
-  - `router_p*_ms`: `OutcomeRouter.query(text, ...)` with an embedder whose cache already
-    holds every query text (embedding costs a cache hit, as for a repeated question);
-  - `raw_p*_ms`: the backend's own client call with its native request built before
-    timing (`qis_lib.bench.raw`); for memory, exact numpy on the same matrix;
+  ones; three calls per query, back to back, before the next query (`ORDERS`: the
+  router and the raw call adjacent, which goes first alternating query by query, the
+  transport call first or last), so a burst of load from elsewhere hits all three alike:
+  - `p50_ms` / `p95_ms` / `p99_ms`: `transport.query(vector, k, QueryFilter)` (with
+    `text=` the query's text on a hybrid row), qis_lib's store call with the vector given;
+  - `router_p*_ms`: `OutcomeRouter.query(text, ...)` over that store, the router
+    `make_router` builds, with an embedder whose cache already holds every query text
+    (embedding costs a cache hit, as for a repeated question);
+  - `raw_p*_ms`: the engine's own call with its request built before timing, the same
+    fused request on a hybrid row, and every hit's payload read (`qis_lib.bench.raw`); for
+    memory, exact numpy on the same matrix; NaN for a store with no such call;
+    `raw_reads_payloads` False where raw.py cannot read a store's payloads;
+  - `router_added_us`: the median over queries of (router - raw) for the same query, µs;
+    `router_added_ratio`: the median over queries of (router - raw) / raw, so 0.08 means
+    the router takes 8% longer than the engine on the median query (the target: <= 0.10,
+    `ROUTER_GOAL`; `overhead_summary` and `print_overhead` show it). What the store does per
+    query around the engine counts in it: the filter, the request (on a hybrid row, the BM25
+    vector of the text too) and, on a hybrid row, each hit's cosine from its returned vector;
   - `transport_overhead` = p99_ms / raw_p99_ms and `router_overhead` = router_p99_ms /
-    raw_p99_ms: 1.2 means qis_lib adds 20% to the backend's p99;
+    raw_p99_ms: ratios of separately ranked tails, so noisy where the difference is small;
 - `numpy_p50_ms` / `numpy_p99_ms`: exact numpy search of the same matrix and filter
   (the floor), timed once per (vectors, N, filtered);
-- `recall_at_10`: mean over the timed queries of the share of the exact top 10 (same
-  vectors, same filter) that `transport.query` returned; `recall_min` the worst query;
+- `dense_overlap_at_10`: mean over the timed queries of the share of the exact dense top 10
+  (same vectors, same filter) that `transport.query` returned; `dense_overlap_min` the
+  worst query. On a dense row that is the index's recall, also given as `recall_at_10`
+  and `recall_min`. A hybrid row reorders by fusion with BM25 on purpose, so its overlap
+  with exact dense search is a different quantity (how far fusion moved the answer, not
+  neighbours lost): its `recall_at_10` and `recall_min` are NaN;
+- `rrf_k`, `prefetch`: the fusion's parameters on a hybrid row (else empty), and the
+  store's index options (quantization, m, ef_construct, hnsw_ef);
 - single deposit: `OutcomeRouter.deposit(packet)` one packet at a time (cache-hit
   embedding), after the queries so the new points do not change what was queried.
 
 Embedding cost (one text alone, and batched) is measured once per run with the text
 cache off (`embed_single_p50_ms`, `embed_batch_per_s`): add it to a deposit or a new
 question. Absolute times move with the load on the machine (`load_1min` per row);
-ratios measured in one run are the result.
+ratios measured in one run are the result. `raw` (see `run`) receives every timed query:
+its three times in ms, `router_first` (whether the router ran before the raw call) and
+`recall` (its share of the exact dense top 10), from which every summary column derives.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -50,16 +74,20 @@ import pandas as pd
 from ..core.router import OutcomeRouter, router_payload
 from ..embedders import CachedEmbedder
 from ..stores import ModeContext, Store, all_modes, open_store
-from .timing import summarise, time_calls
-from . import data
-from .plots import finish, panel_title, panels
-from .raw import numpy_query_fn
 from ..stores.options import INDEX_OPTIONS
+from . import data
+from .plots import plot_latency_vs_n, plot_recall_vs_latency  # noqa: F401 (notebook 04 imports them from here)
+from .raw import engine_call, numpy_query_fn, reads_payloads
+from .timing import paired_difference, summarise, time_calls, time_interleaved
 
 BATCH = 1000  # points per bulk upsert
-BLOCK = 100  # queries per turn when the three calls take turns
 K = 10
 PACKAGES = ("numpy", "pandas", "chromadb", "qdrant-client", "qdrant-edge-py", "onnxruntime")
+CONFIGS = ("default", "dense")  # the router's default (as make_router opens the store), and dense only
+# Per query t, the calls in the order ORDERS[t % 4]: router and raw adjacent, each first every other query.
+ORDERS = (("transport", "router", "raw"), ("transport", "raw", "router"),
+          ("router", "raw", "transport"), ("raw", "router", "transport"))
+ROUTER_GOAL = 0.10  # the router's paired overhead at the median query, as a share of the engine's call
 
 
 @dataclass(frozen=True)
@@ -91,14 +119,31 @@ def stored_payloads(points: data.Points) -> list[dict]:
     return [router_payload(p) for p in points.packets]
 
 
+def configs_of(target: Target, configs: Sequence[str] = CONFIGS) -> list[str]:
+    """The configurations of `configs` that `target` runs: both on a store with a hybrid mode,
+    else its default alone (which is dense) if either was asked."""
+    if all_modes()[target.mode_name][0].hybrid:
+        return [c for c in CONFIGS if c in configs]
+    return ["default"] if configs else []
+
+
 @contextlib.contextmanager
-def opened(target: Target, dim: int) -> Iterator[Store]:
-    """A fresh, empty store for `target`; closed and removed afterwards."""
+def opened(target: Target, dim: int, config: str = "default") -> Iterator[Store]:
+    """A fresh, empty store for `target`, opened as `make_router` opens it ("default": a
+    hybrid store's `hybrid=None`, so a new one holds BM25) or dense only ("dense"); closed
+    and removed afterwards."""
     spec, mode = all_modes()[target.mode_name]
+    if config not in CONFIGS:
+        raise ValueError(f"config must be one of {CONFIGS}, got {config!r}")
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qis-bench-")))
         ctx = ModeContext(folder, stack, collection=f"bench-{uuid.uuid4().hex[:8]}")
-        store = open_store(spec.name, dim=dim, **mode.options(ctx))
+        options = mode.options(ctx)
+        if spec.hybrid:
+            options.setdefault("hybrid", None)  # as make_router opens it
+            if config == "dense":
+                options["hybrid"] = False
+        store = open_store(spec.name, dim=dim, **options)
         stack.callback(store.close)
         if mode.cleanup is not None:  # runs before close (last in, first out)
             stack.callback(mode.cleanup, store)
@@ -112,40 +157,27 @@ def build_index(store: Store) -> float:
     return time.perf_counter() - start
 
 
-def take_turns(fns: dict[str, Callable[[int], object]], timed: Sequence[int], warmup: Sequence[int],
-               block: int = BLOCK, progress=None) -> dict[str, np.ndarray]:
-    """Seconds per call of each fn over `timed` inputs, after each ran the `warmup` inputs untimed.
-    The fns take turns in blocks of `block` inputs, the order rotated every block."""
-    for fn in fns.values():
-        for i in warmup:
-            fn(i)
-    names = list(fns)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for b, start in enumerate(range(0, len(timed), block)):
-        chunk = list(timed[start:start + block])
-        shift = b % len(names)
-        for name in names[shift:] + names[:shift]:
-            parts[name].append(time_calls(fns[name], chunk, warmup=0))
-        if progress is not None:
-            progress.update(len(chunk))
-    return {name: np.concatenate(p) for name, p in parts.items()}
-
-
 def percentiles(prefix: str, times: np.ndarray | None) -> dict[str, float]:
     """p50/p95/p99 in ms under `prefix`; NaN where nothing was timed (a store with no native call)."""
-    keys = ("p50_ms", "p95_ms", "p99_ms")
-    if times is None:
-        return {f"{prefix}{key}": float("nan") for key in keys}
-    summary = summarise(times, "ms")
-    return {f"{prefix}{key}": summary[key] for key in keys}
+    summary = {} if times is None else summarise(times, "ms")
+    return {f"{prefix}{key}": summary.get(key, float("nan")) for key in ("p50_ms", "p95_ms", "p99_ms")}
+
+
+def paired(times: dict[str, np.ndarray]) -> dict[str, float]:
+    """`router_added_us` and `router_added_ratio` (see the module docstring); NaN with no raw call."""
+    if "raw" not in times:
+        return {"router_added_us": float("nan"), "router_added_ratio": float("nan")}
+    diff = paired_difference(times["router"], times["raw"], "us")
+    return {"router_added_us": diff["median_diff_us"], "router_added_ratio": diff["median_ratio"]}
 
 
 def measure_target(target: Target, vset: data.VectorSet, points: data.Points, filters: dict[bool, list],
                    masks: dict[bool, list], floors: dict[bool, dict], warmup: int, queries: int, k: int = K,
-                   single_deposits: int = 200, progress: bool = False, raw: list | None = None) -> list[dict]:
-    """Rows (unfiltered, filtered) for one target on one vector set of one size. If `raw` is a
-    list, one DataFrame per filter setting is appended to it: every timed query's three
-    latencies and its recall."""
+                   single_deposits: int = 200, progress: bool = False, raw: list | None = None,
+                   config: str = "default") -> list[dict]:
+    """Rows (unfiltered, filtered) for one target in one configuration on one vector set of one
+    size. If `raw` is a list, one DataFrame per filter setting is appended to it: every timed
+    query's three latencies and its share of the exact dense top 10."""
     from tqdm.auto import tqdm
 
     n, dim = vset.n, vset.vectors.shape[1]
@@ -155,7 +187,7 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
     warm, timed = range(warmup), range(warmup, warmup + queries)
     rows = []
     load_before = os.getloadavg()[0]
-    with opened(target, dim) as store:
+    with opened(target, dim, config) as store:
         store.before_bulk_load()
         start = time.perf_counter()
         for s in tqdm(range(0, n, BATCH), desc=f"{target.name} n={n} {vset.name}: deposit", unit="batch",
@@ -165,45 +197,60 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
         index_s = build_index(store)
         if store.count() != n:
             raise RuntimeError(f"{target.name} holds {store.count()} points after loading {n}")
+        # hybrid=None, as make_router builds it: the text goes with each query where the store holds BM25
         router = OutcomeRouter(store, CachedEmbedder(texts=vset.query_texts, vectors=vset.queries, strict=True,
                                                      name="cache-hit"))
+        hybrid, texts = router.hybrid, vset.query_texts
+        label = "dense" if config == "dense" else f"default ({'hybrid' if hybrid else 'dense'})"
+        fusion = getattr(store, "hybrid_params", None) if hybrid else None
         for filtered in (False, True):
             flts = filters[filtered]
             found: list = [None] * len(flts)
 
             def through_transport(j, flts=flts, found=found):
-                found[j] = store.query(vset.queries[j], k, flts[j])
+                found[j] = (store.query(vset.queries[j], k, flts[j], text=texts[j]) if hybrid
+                            else store.query(vset.queries[j], k, flts[j]))
 
             def through_router(j, flts=flts):
                 f = flts[j]
-                router.query(vset.query_texts[j], top_k=k, domain=f.domain, min_confidence=f.min_confidence, now=f.now)
+                router.query(texts[j], top_k=k, domain=f.domain, min_confidence=f.min_confidence, now=f.now)
 
-            native = store.native_query_fn(vset.queries, flts, k)
             fns = {"transport": through_transport, "router": through_router}
-            if native is not None:
+            native = engine_call(store, vset.queries, flts, k, texts if hybrid else None, payloads)
+            orders = ORDERS
+            if native is None:
+                orders = tuple(tuple(c for c in order if c != "raw") for order in ORDERS[::2])
+            else:
                 fns["raw"] = native
-            with tqdm(total=queries, desc=f"{target.name} n={n} {vset.name} filtered={filtered}", unit="query",
-                      disable=not progress, leave=False) as bar:
-                times = take_turns(fns, timed, warm, progress=bar)
+            with tqdm(total=queries, desc=f"{target.name} {label} n={n} {vset.name} filtered={filtered}",
+                      unit="query", disable=not progress, leave=False) as bar:
+                if warmup:
+                    time_interleaved(fns, warm, orders)
+                times = time_interleaved(fns, timed, orders, progress=bar.update)
             found_rows = [[row_of[payload["agent_id"]] for payload, _ in found[j]] for j in timed]
-            recall = data.recall_at_k(found_rows, vset.vectors, vset.queries[warmup:],
-                                      masks[filtered][warmup:], k)
-            row = {"transport": target.transport, "target": target.name, "mode": target.mode, "vectors": vset.name,
-                   "n": n, "filtered": filtered,
+            overlap = data.recall_at_k(found_rows, vset.vectors, vset.queries[warmup:], masks[filtered][warmup:], k)
+            row = {"transport": target.transport, "target": target.name, "mode": target.mode, "config": label,
+                   "hybrid": hybrid, "vectors": vset.name, "n": n, "filtered": filtered,
                    "pass_share": float(np.mean([m.mean() for m in masks[filtered][warmup:]])),
                    **percentiles("", times["transport"]), **percentiles("raw_", times.get("raw")),
-                   **percentiles("router_", times["router"]), **floors[filtered],
-                   "recall_at_10": float(recall.mean()), "recall_min": float(recall.min()),
+                   **percentiles("router_", times["router"]), **paired(times), **floors[filtered],
+                   "raw_reads_payloads": native is not None and reads_payloads(store),
+                   "recall_at_10": float("nan") if hybrid else float(overlap.mean()),
+                   "recall_min": float("nan") if hybrid else float(overlap.min()),
+                   "dense_overlap_at_10": float(overlap.mean()), "dense_overlap_min": float(overlap.min()),
+                   "rrf_k": getattr(fusion, "rrf_k", None), "prefetch": getattr(fusion, "prefetch", None),
                    **{k: getattr(getattr(store, "options", None), k, None) for k in INDEX_OPTIONS}}
             row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
             row["router_overhead"] = row["router_p99_ms"] / row["raw_p99_ms"]
             rows.append(row)
             if raw is not None:
-                raw.append(pd.DataFrame({"target": target.name, "vectors": vset.name, "n": n, "filtered": filtered,
-                                         "query": np.asarray(timed), "ms": times["transport"] * 1e3,
-                                         "router_ms": times["router"] * 1e3,
-                                         "raw_ms": times["raw"] * 1e3 if "raw" in times else np.nan,
-                                         "recall": recall}))
+                first = [orders[t % len(orders)] for t in range(queries)]
+                raw.append(pd.DataFrame({
+                    "target": target.name, "config": label, "vectors": vset.name, "n": n, "filtered": filtered,
+                    "query": np.asarray(timed), "ms": times["transport"] * 1e3, "router_ms": times["router"] * 1e3,
+                    "raw_ms": times["raw"] * 1e3 if "raw" in times else np.nan,
+                    "router_first": [o.index("router") < o.index("raw") for o in first] if "raw" in times else None,
+                    "recall": overlap}))
         single = np.array([np.nan])
         if single_deposits:
             # New packets, with query texts the embedder holds; the first few are the warm-up.
@@ -261,13 +308,19 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
         vectors: Sequence[str] = ("real",), queries: int = 1000, warmup: int = 100, k: int = K, seed: int = 0,
         single_deposits: int = 200, embedder=None, gitbugs_path=None, cache=None, progress: bool = False,
         skipped: list | None = None, caps: dict[str, int | None] | None = None,
-        on_rows: Callable[[pd.DataFrame], object] | None = None, raw: list | None = None) -> pd.DataFrame:
-    """The query table: one row per (target, vectors, n, filtered). Sizes over a target's
-    cap (`Target.max_n`, or `caps[name]`; None: no cap) are skipped and, if `skipped` is
-    a list, noted in it with the reason. `on_rows(table so far)` is called after each
-    target at each size, so a long run that is stopped keeps what it finished. `raw`: a list
-    that receives every timed query's latencies and recall (see `measure_target`)."""
+        on_rows: Callable[[pd.DataFrame], object] | None = None, raw: list | None = None,
+        configs: Sequence[str] = CONFIGS) -> pd.DataFrame:
+    """The query table: one row per (target, config, vectors, n, filtered). `configs`: of
+    "default" (the store as `make_router` opens it) and "dense" (a hybrid store opened with
+    hybrid=False), which to run (`configs_of`). Sizes over a target's cap (`Target.max_n`,
+    or `caps[name]`; None: no cap) are skipped and, if `skipped` is a list, noted in it with
+    the reason. `on_rows(table so far)` is called after each target at each size, so a long
+    run that is stopped keeps what it finished. `raw`: a list that receives every timed
+    query's latencies and recall (see `measure_target`)."""
     chosen = check_targets(list(targets))
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs:
+        raise ValueError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
     caps = {t.name: t.max_n for t in chosen} | dict(caps or {})
     sizes = sorted({data.check_count("size", s) for s in sizes})
     bad = [v for v in vectors if v not in data.VECTOR_SETS]
@@ -303,79 +356,36 @@ def run(targets: Sequence[str] = ("memory", "qdrant-edge"), sizes: Sequence[int]
                                         "why": target.why_capped if caps[target.name] == target.max_n
                                         else "capped on the command line"})
                     continue
-                rows += measure_target(target, vset, points, filters, masks, floors, warmup, queries, k,
-                                       single_deposits, progress, raw)
+                for config in configs_of(target, configs):
+                    rows += measure_target(target, vset, points, filters, masks, floors, warmup, queries, k,
+                                           single_deposits, progress, raw, config=config)
                 if on_rows is not None:
                     on_rows(pd.DataFrame(rows).assign(**extra))
     return pd.DataFrame(rows).assign(**extra)
 
 
-def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None, column: str = "p99_ms"):
-    """Latency against N, log-log: one line per target, the exact numpy floor dashed, one
-    panel per (vector set, filtered). Guide lines show the slope of O(N) and O(log N)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes, cells = panels(table, 4.2, sharex=True)
-    colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, vectors, filtered, part in cells:
-        for target, rows in part.groupby("target", sort=False):
-            rows = rows.sort_values("n")
-            ax.plot(rows["n"], rows[column], "o-", color=colours.get(target), label=target)
-        floor = part.drop_duplicates("n").sort_values("n")
-        floor_column = "numpy_p50_ms" if "p50" in column else "numpy_p99_ms"
-        ax.plot(floor["n"], floor[floor_column], "k--", label="exact numpy floor")
-        if len(floor) > 1:  # slope guides anchored at the floor's smallest N
-            n0, y0 = float(floor["n"].iloc[0]), float(floor[floor_column].iloc[0])
-            ns = np.array(sorted(floor["n"]), dtype=float)
-            ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
-            ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
-        ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
-    handles, labels = [], []
-    for ax in axes.flat:  # every target, even one that ran in only some panels
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(h)
-                labels.append(label)
-    return finish(fig, axes, handles, labels, path)
+OVERHEAD_COLUMNS = ["target", "config", "vectors", "n", "filtered", "raw_p50_ms", "router_p50_ms", "router_added_us",
+                    "router_added_ratio"]
 
 
-def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None = None):
-    """recall@10 against p99 latency, one marker per (target, N), one panel per filter setting."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator
+def overhead_summary(table: pd.DataFrame, goal: float = ROUTER_GOAL) -> pd.DataFrame:
+    """The router's paired overhead per row of a query table: the median per-query difference
+    (`router_added_us`) and ratio (`router_added_ratio`, see the module docstring), and `met`:
+    the ratio <= `goal`. Rows with no raw call are left out."""
+    missing = [c for c in OVERHEAD_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"the table has no {', '.join(missing)}: it predates the paired measurement of the "
+                         "router's overhead; run python -m qis_lib.bench again")
+    out = table.loc[table["router_added_ratio"].notna(), OVERHEAD_COLUMNS].reset_index(drop=True)
+    return out.assign(met=out["router_added_ratio"] <= goal)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False, sharey=True)
-    colours = dict(zip(targets(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    markers = {"real": "o", "random": "x"}
-    for c, filtered in enumerate((False, True)):
-        ax = axes[0][c]
-        part = table[table["filtered"] == filtered]
-        for (target, vectors), rows in part.groupby(["target", "vectors"], sort=False):
-            ax.scatter(rows["p99_ms"], rows["recall_at_10"], color=colours.get(target),
-                       marker=markers.get(vectors, "o"), label=f"{target} ({vectors})")
-            for _, row in rows.iterrows():
-                ax.annotate(f"{row['n'] / 1000:g}k", (row["p99_ms"], row["recall_at_10"]), fontsize=7,
-                            xytext=(3, -9), textcoords="offset points")
-        ax.axhline(0.99, color="grey", ls=":", lw=1, label="target 0.99")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_ylim(min(0.98, float(table["recall_at_10"].min()) - 0.03), 1.01)
-        ax.set_xlabel("p99 query latency (ms), transport.query with the vector given")
-        ax.set_title(panel_title(filtered))
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    more = axes[0][1].get_legend_handles_labels()
-    for h, label in zip(*more):
-        if label not in labels:
-            handles.append(h)
-            labels.append(label)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+
+def print_overhead(table: pd.DataFrame, goal: float = ROUTER_GOAL, file=None) -> pd.DataFrame:
+    """One line per row of `overhead_summary(table, goal)`; returns that summary."""
+    summary = overhead_summary(table, goal)
+    for r in summary.itertuples():
+        print(f"{r.target}, {r.config}, {r.vectors} vectors, N={r.n:,}, {'filtered' if r.filtered else 'unfiltered'}: "
+              f"the router adds {r.router_added_us:.0f} µs to the median query, {r.router_added_ratio:.1%} of the "
+              f"engine's call (p50 {r.raw_p50_ms:.3f} ms): {'met' if r.met else 'missed'} (goal <= {goal:.0%})",
+              file=file if file is not None else sys.stdout)
+    return summary

@@ -253,26 +253,32 @@ class QdrantStore(Store):
 
     def _query(self, vector: np.ndarray, top_k: int, flt: QueryFilter,
                text: str | None = None) -> list[tuple[dict, float]]:
-        query_filter = qdrant_filter(flt)
         if text is None:
+            query_filter = qdrant_filter(flt)
             result = self._call(lambda c: c.query_points(self.collection_name, query=vector.tolist(), limit=top_k,
                                                          query_filter=query_filter, with_payload=True,
                                                          search_params=self._search_params))
             return [(dict(p.payload or {}), float(p.score)) for p in result.points]
-        from qdrant_client import models
-
         from .qdrant_edge_params import cosine
 
+        request = self._hybrid_request(vector, text, top_k, flt)
+        result = self._call(lambda c: c.query_points(self.collection_name, **request))
+        return [(dict(p.payload or {}), cosine(vector, p.vector[""] if isinstance(p.vector, dict) else p.vector))
+                for p in result.points]
+
+    def _hybrid_request(self, vector: np.ndarray, text: str, top_k: int, flt: QueryFilter) -> dict:
+        """The keywords of one `query_points`: dense and BM25 prefetches, each under the filter, fused by RRF."""
+        from qdrant_client import models
+
+        query_filter = qdrant_filter(flt)
         limit = max(self.hybrid_params.prefetch, top_k)
         indices, values = self._bm25.query(text)
         prefetch = [models.Prefetch(query=vector.tolist(), filter=query_filter, limit=limit, params=self._search_params),
                     models.Prefetch(query=models.SparseVector(indices=indices, values=values), using=SPARSE_NAME,
                                     filter=query_filter, limit=limit)]
         fusion = models.RrfQuery(rrf=models.Rrf(k=self.hybrid_params.rrf_k))
-        result = self._call(lambda c: c.query_points(self.collection_name, prefetch=prefetch, query=fusion, limit=top_k,
-                                                     query_filter=query_filter, with_payload=True, with_vectors=[""]))
-        return [(dict(p.payload or {}), cosine(vector, p.vector[""] if isinstance(p.vector, dict) else p.vector))
-                for p in result.points]
+        return dict(prefetch=prefetch, query=fusion, limit=top_k, query_filter=query_filter, with_payload=True,
+                    with_vectors=[""])
 
     def native_query_fn(self, vectors: np.ndarray, filters: Sequence[QueryFilter], k: int):
         """`client.query_points(...)` on the current node, filters and vectors built beforehand."""
