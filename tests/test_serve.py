@@ -318,3 +318,16 @@ def test_compose_runs_the_service_in_front_of_the_cluster():
     assert all(p.startswith("127.0.0.1:") for p in router["ports"])  # the host's loopback unless changed
     assert "QIS_API_KEY" in router["environment"]
     assert (root / "Dockerfile").read_text().count("qis_lib.serve") >= 1
+
+
+def test_the_service_opens_its_stores_as_make_router_does(tmp_path):
+    """Hybrid where the store can fuse BM25 with the dense search, as make_router's default;
+    a url's own hybrid=false wins; a store without BM25 stays dense."""
+    cases = [(f"qdrant-edge://{tmp_path / 'a'}", True), (f"qdrant-edge://{tmp_path / 'b'}?hybrid=false", False),
+             ("memory://", False)]
+    for url, hybrid in cases:
+        with make_router(url.replace("/a", "/a2").replace("/b", "/b2"), embedder=HashEmbedder()) as router:
+            assert router.hybrid is hybrid, url
+        namespaces = Namespaces(url, HashEmbedder(), limit=2)
+        assert namespaces.default.hybrid is hybrid, url
+        namespaces.close()

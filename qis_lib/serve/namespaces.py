@@ -53,6 +53,10 @@ class Namespaces:
         return len(self._routers)
 
     def _open(self, options: dict[str, Any]) -> OutcomeRouter:
+        """A router over a store opened as make_router opens it: hybrid where the store can fuse
+        BM25 with the dense search (an existing store keeps what it holds), unless the url says."""
+        if store_spec(self.store_name).hybrid:
+            options = {"hybrid": None, **options}
         return OutcomeRouter(open_store(self.store_name, dim=self.embedder.dim, **options), self.embedder)
 
     def _options(self, name: str) -> dict[str, Any]:
