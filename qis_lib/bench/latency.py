@@ -49,7 +49,8 @@ import pandas as pd
 
 from ..core.router import OutcomeRouter, router_payload
 from ..embedders import CachedEmbedder
-from ..stores import ModeContext, Store, all_modes, open_store
+from ..stores import Store, all_modes, open_store
+from .modes import ModeContext
 from .timing import summarise, time_calls
 from . import data
 from .plots import finish, panel_title, panels
