@@ -41,6 +41,41 @@ def _detail(response) -> str:
     return str(detail)
 
 
+def answer_of(outcome, url: str, method: str, path: str, timeout: float) -> Any:
+    """What one request to the routing service at `url` came to, in Python: the answer's JSON,
+    or the exception `ServiceClient` documents, naming the address. `outcome` is the
+    httpx.Response, or the httpx.TransportError the request raised. The sync and the async
+    clients (`qis_lib.serve.aclient`) both end every call here."""
+    import httpx
+
+    if isinstance(outcome, httpx.TimeoutException):
+        raise ConnectionError(f"the routing service at {url} did not answer {method} {path} within "
+                              f"{timeout:g}s (timed out: {type(outcome).__name__})")
+    if isinstance(outcome, httpx.TransportError):
+        raise ConnectionError(f"cannot reach the routing service at {url} ({method} {path}): "
+                              f"{type(outcome).__name__}: {outcome}")
+    code = outcome.status_code
+    if code < 400:
+        return outcome.json()
+    where = f"the routing service at {url} answered {method} {path} with HTTP {code}"
+    detail = _detail(outcome)
+    if code == 401:
+        raise PermissionError(f"{where}: {detail} (pass api_key=)")
+    if code == 404:
+        raise KeyError(f"{where}: {detail}")
+    if code == 501:
+        raise NotImplementedError(f"{where}: {detail}")
+    if code < 500:
+        raise ValueError(f"{where}: {detail}")
+    raise ServiceError(f"{where}: {detail}")
+
+
+def server_ms_of(response) -> float | None:
+    """The time the service spent on `response` (its Server-Timing header), in ms, or None."""
+    timing = response.headers.get("server-timing", "")
+    return float(timing.partition("dur=")[2]) if "dur=" in timing else None
+
+
 class ServiceClient:
     """JSON over HTTP to one routing service, with its errors turned into Python ones:
     unreachable or silent -> ConnectionError, 401 -> PermissionError, 4xx -> ValueError
@@ -73,31 +108,13 @@ class ServiceClient:
         return getattr(self._local, "server_ms", None)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        httpx = self._httpx
         try:
-            response = self._http.request(method, path, json=body)
-        except httpx.TimeoutException as exc:
-            raise ConnectionError(f"the routing service at {self.url} did not answer {method} {path} within "
-                                  f"{self.timeout:g}s (timed out: {type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise ConnectionError(f"cannot reach the routing service at {self.url} ({method} {path}): "
-                                  f"{type(exc).__name__}: {exc}") from None
-        code = response.status_code
-        timing = response.headers.get("server-timing", "")
-        self._local.server_ms = float(timing.partition("dur=")[2]) if "dur=" in timing else None
-        if code < 400:
-            return response.json()
-        where = f"the routing service at {self.url} answered {method} {path} with HTTP {code}"
-        detail = _detail(response)
-        if code == 401:
-            raise PermissionError(f"{where}: {detail} (pass api_key=)")
-        if code == 404:
-            raise KeyError(f"{where}: {detail}")
-        if code == 501:
-            raise NotImplementedError(f"{where}: {detail}")
-        if code < 500:
-            raise ValueError(f"{where}: {detail}")
-        raise ServiceError(f"{where}: {detail}")
+            outcome = self._http.request(method, path, json=body)
+        except self._httpx.TransportError as exc:
+            outcome = exc
+        else:
+            self._local.server_ms = server_ms_of(outcome)
+        return answer_of(outcome, self.url, method, path, self.timeout)
 
     def close(self) -> None:
         self._http.close()
