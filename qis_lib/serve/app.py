@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from ..stores.contract import QueryFilter
 from ..stores.http import API_KEY_HEADER, DEFAULT_NAMESPACE
 from . import models as m
+from .docs import install_docs
 from .namespaces import NAME, Namespaces
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -105,7 +106,8 @@ def _library_rules(exc: Exception, fields) -> RequestValidationError:
 def create_app(namespaces: Namespaces, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The FastAPI app serving `namespaces` (its default router is the agents' one)."""
     app = FastAPI(title="qis-routing service", version="1", description=__doc__,
-                  exception_handlers={RequestValidationError: _rule_errors})
+                  exception_handlers={RequestValidationError: _rule_errors}, docs_url=None, redoc_url=None)
+    install_docs(app)
     app.state.namespaces = namespaces
     app.add_middleware(Envelope, max_bytes=max_body_bytes)
     guarded: list = []
