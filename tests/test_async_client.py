@@ -60,7 +60,7 @@ def test_it_has_the_remote_routers_methods_as_coroutines():
 
 def test_same_answers_as_the_in_process_router(service, runner):
     local = OutcomeRouter(MemoryStore(), HashEmbedder())
-    router = runner.run(make_async_router(service.url, api_key=KEY).__aenter__())
+    router = runner.run(make_async_router(service.url, api_key=KEY).connect())
     assert (router.embedder_name, router.dim, router.backend) == ("hash:384", 384, "memory")
     assert runner.run(router.deposit_many(PACKETS[:40])) == local.deposit_many(PACKETS[:40])
     assert runner.run(router.deposit(PACKETS[40])) == local.deposit(PACKETS[40])
@@ -90,7 +90,7 @@ def test_same_answers_as_the_in_process_router(service, runner):
     assert runner.run(router.stats())["packets"] == len(PACKETS) + 1
     expired = sum(p.is_expired(now=NOW + 5000) for p in PACKETS)
     assert runner.run(router.purge_expired(now=NOW + 5000)) == local.purge_expired(now=NOW + 5000) == expired > 0
-    runner.run(router.__aexit__(None, None, None))
+    runner.run(router.close())
     assert router.client._http.is_closed
 
 
@@ -131,10 +131,10 @@ def test_without_the_key_nothing_changes(service, runner):
         async with make_async_router(service.url, api_key=KEY) as router:
             return await router.stats()
 
-    before = runner.run(make_async_router(service.url, api_key=KEY).__aenter__())
-    count = runner.run(before.stats())["packets"]
+    keyed = runner.run(make_async_router(service.url, api_key=KEY).connect())
+    count = runner.run(keyed.stats())["packets"]
     assert runner.run(calls())["packets"] == count
-    runner.run(before.close())
+    runner.run(keyed.close())
 
 
 def test_dead_service_is_a_clear_error(dead_url, runner):
