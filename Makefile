@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test notebooks clean cluster-test
+.PHONY: setup browser demo test notebooks clean cluster-test
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# tests/test_docs_page.py opens the service's /docs page in a headless Chromium (Debian's package).
+# Installed here where apt-get runs as root; elsewhere nothing happens and that test skips, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "browser: installing chromium (apt-get) for the docs page test"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	      || echo "browser: apt-get could not install chromium; the docs page test will skip"; \
+	  else echo "browser: no chromium, and no apt-get as root to install it; the docs page test will skip"; fi; }
+
 demo: setup
 	$(BIN)/python -m qis_lib.experiments.demo
 
@@ -34,13 +46,13 @@ demo: setup
 # -n 2 --dist loadscope: two workers; each notebook (its cells share one kernel and run in
 # order), each test module and each test class goes whole to one of them. Most tests wait on
 # servers and child processes, so two workers on 2 cores take well under the time of one.
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -n 2 --dist loadscope tests --nbval-lax --nbval-cell-timeout=300 notebooks
 
 # With Docker: docker-compose.yml's 3-node Qdrant cluster up (or the running one reused), the
 # server conformance tests, the live cluster tests and the failover experiment, results in
 # results/cluster-test/, then down if it was started here.
-cluster-test: setup
+cluster-test: setup browser
 	$(BIN)/python -m qis_lib.infra.cluster_check --out results/cluster-test
 
 notebooks: setup

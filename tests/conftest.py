@@ -12,8 +12,7 @@ settings.register_profile("explore", max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from qis_lib.infra.servers import free_port  # noqa: E402
-from qis_lib.stores import ServerPool  # noqa: E402
-from qis_lib.stores.registry import start_chroma_server  # noqa: E402
+from qis_lib.bench.modes import ServerPool  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +26,7 @@ def server_pool(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chroma_server(server_pool):
     """The session's `chroma run` process (the one the chroma-server mode uses)."""
-    return server_pool.get("chroma-server", start_chroma_server)
+    return server_pool.get("chroma-server")
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import contextlib
 
 import pytest
 
-from qis_lib.stores import ModeContext, all_modes, open_store
+from qis_lib.bench.modes import ModeContext
+from qis_lib.stores import all_modes, open_store
 from store_suite import StoreSuite, store_factory
 
 MODES = all_modes()

@@ -140,9 +140,7 @@ def test_hung_chroma_server_calls_fail_within_the_timeout_naming_it(chroma_serve
 
 
 def test_hung_routing_service_calls_fail_within_the_timeout_naming_it(server_pool):
-    from qis_lib.stores.registry import start_http_service
-
-    service = server_pool.get("http-service", start_http_service)
+    service = server_pool.get("http-service")
     rows = http_cases(service.url, timeout=1.0, api_key=service.admin_key)
     assert {r["case"].split(",")[0] for r in rows} == {"open", "upsert", "query", "get", "count",
                                                          "deposit (text)", "query (text)"}

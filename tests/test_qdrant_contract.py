@@ -108,7 +108,8 @@ def test_the_server_modes_cleanup_deletes_what_it_created(node, tmp_path):
     """The qdrant-server conformance mode drops its collection when the suite closes the store."""
     import contextlib
 
-    from qis_lib.stores import ModeContext, all_modes
+    from qis_lib.bench.modes import ModeContext
+    from qis_lib.stores import all_modes
     from store_suite import store_factory
 
     spec, mode = all_modes()["qdrant-server"]

@@ -15,7 +15,8 @@ from qis_lib import make_router
 from qis_lib.experiments.ledger import Ledger, check_loss, check_store
 from qis_lib.experiments.reliability import (VolatileStoreError, concurrent_load, crash_runs, make_packet, mode_router,
                                              runnable_modes)
-from qis_lib.stores import ModeContext, StoreBusyError, open_store
+from qis_lib.bench.modes import ModeContext
+from qis_lib.stores import StoreBusyError, open_store
 
 MODES = list(runnable_modes())
 

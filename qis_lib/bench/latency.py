@@ -73,7 +73,8 @@ import pandas as pd
 
 from ..core.router import OutcomeRouter, router_payload
 from ..embedders import CachedEmbedder
-from ..stores import ModeContext, Store, all_modes, open_store
+from ..stores import Store, all_modes, open_store
+from .modes import ModeContext
 from ..stores.options import INDEX_OPTIONS
 from . import data
 from .plots import plot_latency_vs_n, plot_recall_vs_latency  # noqa: F401 (notebook 04 imports them from here)

@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.router import make_router
-from ..stores import ModeContext
+from ..bench.modes import ModeContext
 from .ledger import check_loss
 from .reliability.base import make_packet, mode_options, runnable_modes, save_results
 from .reliability.children import _Child, _ForkedChild

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.router import make_router
-from ..stores import ModeContext
+from ..bench.modes import ModeContext
 from .damage import path_modes
 from .ledger import check_loss
 from .reliability.base import make_packet, mode_options, save_results

@@ -30,6 +30,7 @@ from . import models as m
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope
 from .audit import Audit
 from .auth import AuthFile, Credentials
+from .docs import install_docs
 from .gate import DEFAULT_THREADS, Caller, Gate, Refused
 from .namespaces import Namespaces
 from .vectors import vector_api
@@ -110,7 +111,9 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFil
     audit = audit or Audit(None)
     gate = Gate(namespaces, audit, threads=threads)
     app = FastAPI(title="qis-routing service", version="1", description=__doc__,
-                  exception_handlers={RequestValidationError: _rule_errors, Refused: _refused})
+                  exception_handlers={RequestValidationError: _rule_errors, Refused: _refused},
+                  docs_url=None, redoc_url=None)
+    install_docs(app)
     app.state.namespaces, app.state.gate, app.state.audit = namespaces, gate, audit
     app.add_middleware(Access, keys=keys, audit=audit, refusal_delay=refusal_delay)
     app.add_middleware(Envelope, max_bytes=max_body_bytes, body_timeout=body_timeout)

@@ -34,6 +34,24 @@ def packet_body(packet: OutcomePacket) -> dict[str, Any]:
             if k != "expires_at" and not (k == "agent_id" and v == ANONYMOUS)}
 
 
+def query_body(problem: str, top_k: int, domain: str | None, min_confidence: float, exclude_agent: str | None,
+               now: float | None, domain_filter: str | None) -> dict[str, Any]:
+    """The body of POST /v1/query (the sync and the async clients send the same)."""
+    return {"problem": problem, "top_k": top_k, "domain": one_domain(domain, domain_filter),
+            "min_confidence": min_confidence, "exclude_agent": exclude_agent, "now": now}
+
+
+def synthesize_body(my_problem: str, my_outcome: OutcomePacket, top_k: int, filters: dict) -> dict[str, Any]:
+    """The body of POST /v1/synthesize."""
+    _check_packets([my_outcome])
+    return {"problem": my_problem, "outcome": packet_body(my_outcome), "top_k": top_k, **filters}
+
+
+def synthesis_of(out: dict) -> Synthesis:
+    return Synthesis(matches=_hits(out["matches"]), outcome_counts=out["outcome_counts"],
+                     consensus=out["consensus"], support=out["support"])
+
+
 def _packet(body: dict) -> OutcomePacket:
     return OutcomePacket.from_payload(body)
 
@@ -112,18 +130,13 @@ class RemoteRouter:
               exclude_agent: str | None = None, now: float | None = None, *,
               domain_filter: str | None = None) -> list[Hit]:
         """As `OutcomeRouter.query`: every filter runs in the service's store, before top-k."""
-        domain = one_domain(domain, domain_filter)
-        body = {"problem": problem, "top_k": top_k, "domain": domain, "min_confidence": min_confidence,
-                "exclude_agent": exclude_agent, "now": now}
+        body = query_body(problem, top_k, domain, min_confidence, exclude_agent, now, domain_filter)
         return _hits(self.client.call("POST", "/v1/query", body)["hits"])
 
     def synthesize(self, my_problem: str, my_outcome: OutcomePacket, top_k: int = 10, **filters) -> Synthesis:
-        """Deposit my outcome, then learn what other agents found for a similar problem."""
-        _check_packets([my_outcome])
-        body = {"problem": my_problem, "outcome": packet_body(my_outcome), "top_k": top_k, **filters}
-        out = self.client.call("POST", "/v1/synthesize", body)
-        return Synthesis(matches=_hits(out["matches"]), outcome_counts=out["outcome_counts"],
-                         consensus=out["consensus"], support=out["support"])
+        """Deposit my outcome (as the key's agent), then what other agents found for a similar problem."""
+        body = synthesize_body(my_problem, my_outcome, top_k, filters)
+        return synthesis_of(self.client.call("POST", "/v1/synthesize", body))
 
     def get(self, packet_ids: Sequence[str]) -> dict[str, OutcomePacket]:
         """The stored packets among `packet_ids` (missing ids are left out)."""

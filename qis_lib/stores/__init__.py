@@ -4,8 +4,7 @@ Only the contract and the registry are imported here; a store's module, and its
 client library, are imported when that store is chosen.
 """
 from .contract import Capabilities, QueryFilter, Store, StoreBusyError, StoreDamagedError
-from .registry import (STORES, Mode, ModeContext, ServerPool, StoreSpec, all_modes, open_store, register_store, store_spec,
-                       unregister_store)
+from .registry import STORES, Mode, StoreSpec, all_modes, open_store, register_store, store_spec, unregister_store
 
-__all__ = ["Capabilities", "Mode", "ModeContext", "QueryFilter", "STORES", "ServerPool", "Store", "StoreBusyError", "StoreDamagedError", "StoreSpec",
+__all__ = ["Capabilities", "Mode", "QueryFilter", "STORES", "Store", "StoreBusyError", "StoreDamagedError", "StoreSpec",
            "all_modes", "open_store", "register_store", "store_spec", "unregister_store"]

@@ -55,16 +55,25 @@ def server_timing(header: str) -> dict[str, float]:
     return spans
 
 
+def server_ms_of(response) -> float | None:
+    """The time the service spent on `response` (its Server-Timing `app` span), in ms, or None."""
+    return server_timing(response.headers.get("server-timing", "")).get("app")
+
+
 def tls_verify(ca_file: str | os.PathLike | None):
-    """What httpx's `verify=` takes: the system's CAs, or an SSL context trusting `ca_file` (PEM)."""
+    """What httpx's `verify=` takes: True (the system's certificate authorities), or an ssl
+    context that trusts the authority in `ca_file` (PEM) and checks host names."""
     if ca_file is None:
         return True
     import ssl
 
+    path = os.fspath(ca_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ca_file={path!r}: no such file (a PEM certificate of the service's CA)")
     try:
-        return ssl.create_default_context(cafile=os.fspath(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"ca_file {os.fspath(ca_file)!r} is not a readable PEM certificate file: {exc}") from None
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ValueError(f"ca_file={path!r} holds no PEM certificate ssl can read: {exc}") from None
 
 
 def _detail(response) -> str:
@@ -103,18 +112,41 @@ def answer_error(where: str, code: int, detail: str, retry_after: str | None = N
     return ServiceError(message)
 
 
-def client_options(url: Any, api_key: str | None, timeout: Any) -> tuple[str, float, dict[str, str]]:
-    """The checked url (no trailing /), timeout and headers a client of the service sends;
-    the key defaults to $QIS_API_KEY."""
+def client_options(url: Any, api_key: str | None, timeout: Any,
+                   ca_file: str | os.PathLike | None = None) -> tuple[str, float, dict[str, str]]:
+    """The checked url (no trailing /), timeout and headers a client of the service sends (the
+    sync one and the async one); the key defaults to $QIS_API_KEY."""
     from urllib.parse import urlparse
 
     parsed = urlparse(url) if isinstance(url, str) else None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"the routing service url must look like http://host:port or https://host:port, got {url!r}")
+    if ca_file is not None and parsed.scheme != "https":
+        raise ValueError(f"ca_file= is for an https:// service, got {url!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     api_key = api_key if api_key is not None else os.environ.get("QIS_API_KEY") or None
     return url.rstrip("/"), float(timeout), ({API_KEY_HEADER: api_key} if api_key else {})
+
+
+def answer_of(outcome, url: str, method: str, path: str, timeout: float) -> Any:
+    """What one request to the routing service at `url` came to, in Python: the answer's JSON,
+    or the exception `ServiceClient` documents, naming the address. `outcome` is the
+    httpx.Response, or the httpx.TransportError the request raised. The sync and the async
+    clients (`qis_lib.serve.aclient`) both end every call here."""
+    import httpx
+
+    if isinstance(outcome, httpx.TimeoutException):
+        raise ConnectionError(f"the routing service at {url} did not answer {method} {path} within "
+                              f"{timeout:g}s (timed out: {type(outcome).__name__})")
+    if isinstance(outcome, httpx.TransportError):
+        raise ConnectionError(f"cannot reach the routing service at {url} ({method} {path}): "
+                              f"{type(outcome).__name__}: {outcome}")
+    code = outcome.status_code
+    if code < 400:
+        return outcome.json()
+    where = f"the routing service at {url} answered {method} {path} with HTTP {code}"
+    raise answer_error(where, code, _detail(outcome), outcome.headers.get("retry-after"))
 
 
 class ServiceClient:
@@ -127,7 +159,7 @@ class ServiceClient:
                  ca_file: str | os.PathLike | None = None):
         import httpx
 
-        self.url, self.timeout, headers = client_options(url, api_key, timeout)
+        self.url, self.timeout, headers = client_options(url, api_key, timeout, ca_file)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                   limits=limits, verify=tls_verify(ca_file))
@@ -145,21 +177,13 @@ class ServiceClient:
         return getattr(self._local, "timing", {})
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        httpx = self._httpx
         try:
-            response = self._http.request(method, path, json=body)
-        except httpx.TimeoutException as exc:
-            raise ConnectionError(f"the routing service at {self.url} did not answer {method} {path} within "
-                                  f"{self.timeout:g}s (timed out: {type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise ConnectionError(f"cannot reach the routing service at {self.url} ({method} {path}): "
-                                  f"{type(exc).__name__}: {exc}") from None
-        code = response.status_code
-        self._local.timing = server_timing(response.headers.get("server-timing", ""))
-        if code < 400:
-            return response.json()
-        where = f"the routing service at {self.url} answered {method} {path} with HTTP {code}"
-        raise answer_error(where, code, _detail(response), response.headers.get("retry-after"))
+            outcome = self._http.request(method, path, json=body)
+        except self._httpx.TransportError as exc:
+            outcome = exc
+        else:
+            self._local.timing = server_timing(outcome.headers.get("server-timing", ""))
+        return answer_of(outcome, self.url, method, path, self.timeout)
 
     def close(self) -> None:
         self._http.close()

@@ -7,13 +7,10 @@ targets from the modes. Adding a store is its module plus one `StoreSpec` (here,
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .contract import Store
@@ -21,49 +18,20 @@ from .contract import Store
 LOCATIONS = ("path", "host", "hosts")  # what a store url's location may be
 
 
-@dataclass
-class ServerPool:
-    """Servers started on first use and shared by every mode run against this pool (a test
-    session, a benchmark run); they stop when `stack` closes."""
-
-    folder: Path
-    stack: contextlib.ExitStack
-    servers: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str, start: Callable[[contextlib.ExitStack, Path], Any]) -> Any:
-        """The server cached under `key`, started with start(stack, folder/key) the first time."""
-        if key not in self.servers:
-            self.servers[key] = start(self.stack, self.folder / key)
-        return self.servers[key]
-
-
-@dataclass
-class ModeContext:
-    """What a mode needs to build its options: a fresh folder, a unique collection name,
-    and a pool of shared servers (by default, servers that live as long as `stack`)."""
-
-    folder: Path
-    stack: contextlib.ExitStack
-    collection: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:12]}")
-    pool: ServerPool | None = None
-
-    def server(self, key: str, start: Callable[[contextlib.ExitStack, Path], Any]) -> Any:
-        """A running server for `key` from the pool (started now if the pool has none)."""
-        if self.pool is None:
-            self.pool = ServerPool(self.folder / "servers", self.stack)
-        return self.pool.get(key, start)
-
-
 @dataclass(frozen=True)
 class Mode:
     """One way to open a store, run by the conformance suite (and the benchmark, with `bench`).
 
-    `options(ctx)` gives the keyword arguments for the store's class; `needs()` says why
-    this mode cannot run here (e.g. no server address), or None.
+    `options(ctx)` gives the keyword arguments for the store's class from a context that
+    the harness running the mode builds (`qis_lib.bench.modes.ModeContext`): `ctx.folder`
+    (a fresh folder), `ctx.collection` (a unique name), and `ctx.server(key)`, a running
+    server the harness starts by that name and shares between modes (e.g. "chroma-server";
+    a server of a new kind: `ctx.server(key, start)`). `needs()` says why this mode cannot
+    run here (e.g. no server address), or None.
     """
 
     name: str
-    options: Callable[[ModeContext], dict[str, Any]]
+    options: Callable[[Any], dict[str, Any]]
     needs: Callable[[], str | None] = lambda: None
     bench: str | None = None  # the benchmark target name, if the benchmark measures this mode
     bench_max_n: int | None = None  # larger N are skipped by the benchmark, for the reason below
@@ -122,34 +90,11 @@ class StoreSpec:
         return getattr(importlib.import_module(module), name)
 
 
-def _service_with_keys(stack: contextlib.ExitStack, folder: Path, store: str):
-    """A routing service over `store` with the hash embedder and a keys file holding one admin
-    key (`service.admin_key`, which the modes' clients send): the suite runs with --auth on."""
-    from ..serve.auth import write_keys_file
-    from ..serve.process import RoutingService
-
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = write_keys_file(folder / "keys.json")
-    service = stack.enter_context(RoutingService(store, embedder="hash", folder=folder, auth=folder / "keys.json"))
-    service.admin_key = keys["admin"]
-    return service
-
-
-def start_http_service(stack: contextlib.ExitStack, folder: Path):
-    """A routing service over a memory store with the hash embedder: the vector API needs no model."""
-    return _service_with_keys(stack, folder, "memory://")
-
-
-def start_http_edge_service(stack: contextlib.ExitStack, folder: Path):
-    """A routing service over a qdrant-edge folder (persistent: a killed service restarted on
-    the same folder and port finds what it acknowledged), with the hash embedder. Its index
-    builds every 1,000 new points (not 5,000), so a kill cycle's service dies during one now and then."""
-    return _service_with_keys(stack, folder, f"qdrant-edge://{folder / 'edge'}?index_threshold=1000")
-
-
-def _http_options(ctx: "ModeContext", key: str, start) -> dict[str, Any]:
-    service = ctx.server(key, start)
-    return {"url": service.url, "namespace": ctx.collection, "api_key": service.admin_key}
+def _http_options(ctx, server: str) -> dict[str, Any]:
+    """An http mode's options: its routing service (started with --auth on) and the admin key
+    its clients send, a namespace of the test's own."""
+    service = ctx.server(server)
+    return {"url": service.url, "namespace": ctx.collection, "api_key": getattr(service, "admin_key", None)}
 
 
 def drop_service_namespace(store: Store) -> None:
@@ -177,13 +122,6 @@ def drop_server_collection(store: Store) -> None:
         client.close()
 
 
-def start_chroma_server(stack: contextlib.ExitStack, folder: Path):
-    from ..infra.servers import ChromaServer
-
-    # `chroma run` answers in about 1 s on a quiet machine and has taken over 30 s on a loaded one.
-    return stack.enter_context(ChromaServer(path=folder, start_timeout=120.0))
-
-
 CHROMA_WHY = ("every router query carries a where clause (expiry, confidence), and Chroma's query time grows "
               "linearly with N under one (tens of ms at 10k, about 0.6-0.9 s at 30k measured on this machine "
               "under load), so 6,000 calls at 100k would take hours")
@@ -203,7 +141,7 @@ BUILTIN = (
                   Mode("chroma-path", lambda ctx: {"path": str(ctx.folder / "chroma"), "collection": ctx.collection},
                        bench="chroma", bench_max_n=10_000, bench_why_capped=CHROMA_WHY,
                        description="embedded PersistentClient, temp folder"),
-                  Mode("chroma-server", lambda ctx: {"url": ctx.server("chroma-server", start_chroma_server).url,
+                  Mode("chroma-server", lambda ctx: {"url": ctx.server("chroma-server").url,
                                                      "collection": ctx.collection},
                        bench="chroma-server", bench_max_n=10_000, bench_why_capped=CHROMA_WHY,
                        description="chroma run on loopback, HTTP"),
@@ -237,11 +175,11 @@ BUILTIN = (
     StoreSpec("http", "qis_lib.stores.http", "HttpStore", extra="serve", locations=("host",), requires=("httpx",),
               router="qis_lib.serve.client:RemoteRouter", tls_scheme="https",
               description="a routing service (python -m qis_lib.serve): agents send text, the service embeds",
-              modes=(Mode("http", lambda ctx: _http_options(ctx, "http-service", start_http_service),
+              modes=(Mode("http", lambda ctx: _http_options(ctx, "http-service"),
                           cleanup=drop_service_namespace,
                           description="routing service on loopback over a memory store (--auth on, an admin key), "
                                       "a namespace per test"),
-                     Mode("http-edge", lambda ctx: _http_options(ctx, "http-edge-service", start_http_edge_service),
+                     Mode("http-edge", lambda ctx: _http_options(ctx, "http-edge-service"),
                           cleanup=drop_service_namespace,
                           description="routing service on loopback over a qdrant-edge folder (persistent, --auth on), "
                                       "a namespace per test"),

@@ -15,6 +15,9 @@ def main(argv=None) -> int:
     load.add_argument("--store", default="memory://")
     load.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
     load.add_argument("--max-processes", type=int, default=16)
+    load.add_argument("--clients", choices=bench.CLIENTS, default="processes",
+                      help="processes: agent processes (up to --max-processes), agents as threads in them; "
+                           "async: every agent an asyncio task in this one process, on the async client")
     load.add_argument("--out", default="results/http")
     crash = sub.add_parser("crash", help="SIGKILL the service under load, restart it, check nothing acknowledged is lost")
     crash.add_argument("--kills", type=int, default=20)
@@ -38,7 +41,7 @@ def main(argv=None) -> int:
     if args.what == "load":
         levels = [int(x) for x in args.agents.split(",")]
         result = bench.measure(levels, store=args.store, embedder=args.embedder, max_processes=args.max_processes,
-                               folder=folder)
+                               folder=folder, clients=args.clients)
         bench.save(result, args.out, command)
         print(bench.summary(result).to_string(index=False))
         ok = all(c["ok"] for c in result["checks"])

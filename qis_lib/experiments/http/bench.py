@@ -16,12 +16,13 @@ from ...core.router import make_router
 from ...embedders import get_embedder
 from ...serve.process import RoutingService
 from ...stores.http import HttpStore
-from .load import AgentResults, embedding_limit, loss_of, problem, run_agents, run_over_http
+from .load import AgentResults, embedding_limit, loss_of, problem, run_agents, run_over_http, run_over_http_async
 
 PACKAGES = ("fastapi", "starlette", "uvicorn", "httpx", "onnxruntime", "qdrant-edge-py", "numpy")
 # (deposits, queries) per agent: about the same total work at every level, one each at 1,000.
 WORK = {1: (100, 100), 4: (40, 40), 16: (15, 15), 64: (5, 5), 1000: (1, 1)}
 MAX_IN_PROCESS_THREADS = 64
+CLIENTS = ("processes", "async")  # how the agents reach the service: see measure()
 
 
 def work_for(agents: int) -> tuple[int, int]:
@@ -71,8 +72,12 @@ def checks_of(results: AgentResults, loss, mode: str, agents: int, queries_per_a
 
 def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory://", embedder: str | None = None,
             max_processes: int = 16, folder: str | os.PathLike | None = None,
-            log: Callable[[str], None] = print) -> dict:
-    """The whole comparison; returns {"rows", "checks", "embedding", "machine", "load"}."""
+            log: Callable[[str], None] = print, clients: str = "processes") -> dict:
+    """The whole comparison; returns {"rows", "checks", "embedding", "machine", "load"}.
+    `clients`: "processes" (agent processes, RemoteRouter) or "async" (every agent an asyncio
+    task in this process, on one async client)."""
+    if clients not in CLIENTS:
+        raise ValueError(f"clients must be one of {CLIENTS}, got {clients!r}")
     emb = get_embedder(embedder)
     tag = f"{int(time.time())}"
     load = {"before": os.getloadavg()}
@@ -81,16 +86,21 @@ def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory:/
     rows, checks = [], []
     for agents in levels:
         deposits, queries = work_for(agents)
-        processes = min(agents, max_processes)
+        processes = min(agents, max_processes) if clients == "processes" else 1
+        mode = "http" if clients == "processes" else "http-async"
         with RoutingService(store, embedder=embedder, folder=folder) as service:
             started = time.perf_counter()
-            results = run_over_http(service.url, f"{tag}-h{agents}", agents, processes, deposits, queries)
+            if clients == "processes":
+                results = run_over_http(service.url, f"{tag}-h{agents}", agents, processes, deposits, queries)
+            else:
+                results = run_over_http_async(service.url, f"{tag}-h{agents}", agents, deposits, queries)
             elapsed = time.perf_counter() - started
             reader = HttpStore(service.url, timeout=60)
-            checks.append(checks_of(results, loss_of(results, reader), "http", agents))
+            checks.append(checks_of(results, loss_of(results, reader), mode, agents))
             reader.close()
-        rows += rows_of(results, "http", agents, processes)
-        log(f"{agents} agents over HTTP ({processes} processes): {elapsed:.1f}s, checks ok: {checks[-1]['ok']}, "
+        rows += rows_of(results, mode, agents, processes)
+        how = f"{processes} processes" if clients == "processes" else "asyncio tasks in 1 process"
+        log(f"{agents} agents over HTTP ({how}): {elapsed:.1f}s, checks ok: {checks[-1]['ok']}, "
             f"load {os.getloadavg()[0]:.1f}")
         with make_router(store, embedder=emb) as router:
             results = run_agents(router, f"{tag}-l{agents}", list(range(agents)), agents, deposits, queries,
@@ -101,7 +111,7 @@ def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory:/
     limits_after = embedding_limits(emb, f"{tag}-e1")
     load["after"] = os.getloadavg()
     return {"rows": rows, "checks": checks, "machine": machine_info(PACKAGES), "load": load,
-            "embedder": emb.name, "store": store,
+            "embedder": emb.name, "store": store, "clients": clients,
             "embedding": {"before": limits_before, "after": limits_after}}
 
 
@@ -119,7 +129,7 @@ def save(result: dict, out: str | os.PathLike, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result["rows"]).to_csv(out / "load.csv", index=False)
     pd.DataFrame(result["checks"]).to_csv(out / "load_checks.csv", index=False)
-    meta = {k: result[k] for k in ("machine", "load", "embedder", "store", "embedding")}
+    meta = {k: result[k] for k in ("machine", "load", "embedder", "store", "clients", "embedding")}
     meta["command"] = command
     (out / "load.json").write_text(json.dumps(meta, indent=2, default=list) + "\n")
     return out

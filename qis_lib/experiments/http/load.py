@@ -1,12 +1,14 @@
 """Many agents against one routing service: throughput, latency and exact counts.
 
     python -m qis_lib.experiments.http load --agents 1,4,16,64,1000 --out results/http/
+    python -m qis_lib.experiments.http load --agents 1000 --clients async --out results/http-async/
 
 For each number of agents: a fresh service (`python -m qis_lib.serve`, memory store, the
 real embedder), agent *processes* (one per agent up to 16, then several concurrent
 agents per process, each agent a thread with its own requests in flight) that first
 deposit their packets, then query problems like the other agents' (a barrier between
-the two phases). Then the exact counts through the ledger: every acknowledged deposit
+the two phases). With `--clients async`, the agents are asyncio tasks in one process
+instead, on one async client (`make_async_router`), a connection each. Then the exact counts through the ledger: every acknowledged deposit
 stored once, none twice, nothing stored that was never sent. The same work runs
 in-process (one `OutcomeRouter`, one thread per agent, at most 64), and the embedder
 alone is timed in the same run: the ceiling for a service that embeds every text.
@@ -16,6 +18,7 @@ minus embedding).
 """
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import threading
 import time
@@ -72,6 +75,24 @@ class AgentResults:
     targets_found: int = 0
     repeated_in_answer: int = 0  # a packet twice in one answer: must be 0
 
+    def timed(self, op: str, seconds: float, client) -> None:
+        """One answer to `op` after `seconds`; the service's own time from `client`, if it read one."""
+        self.latency[op].append(seconds)
+        if client is not None and client.last_server_ms is not None:
+            self.server_ms[op].append(client.last_server_ms)
+
+    def refused(self, op: str, exc: Exception, packet_id: str | None = None) -> None:
+        """A call that failed: recorded and counted (a failed deposit is never acknowledged)."""
+        if packet_id is not None:
+            self.failed.append(packet_id)
+        self.errors.append(f"{op}: {type(exc).__name__}: {exc}")
+
+    def answered(self, target: str, hits) -> None:
+        """A query's answer: did it hold the packet asked about, and any packet twice?"""
+        ids = [p.packet_id for p, _ in hits]
+        self.targets_found += target in ids
+        self.repeated_in_answer += len(ids) - len(set(ids))
+
     def merge(self, other: "AgentResults") -> None:
         for op in ("deposit", "query"):
             self.latency[op] += other.latency[op]
@@ -101,9 +122,7 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
         value = fn()
         elapsed = time.perf_counter() - start
         with lock:
-            out.latency[op].append(elapsed)
-            if client is not None and client.last_server_ms is not None:
-                out.server_ms[op].append(client.last_server_ms)
+            out.timed(op, elapsed, client)
         return value
 
     def deposit(agent: int) -> None:
@@ -113,10 +132,9 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
                 out.sent[p.packet_id] = p
             try:
                 timed("deposit", lambda: router.deposit(p))
-            except Exception as exc:  # recorded and counted: never acknowledged
+            except Exception as exc:
                 with lock:
-                    out.failed.append(p.packet_id)
-                    out.errors.append(f"deposit: {type(exc).__name__}: {exc}")
+                    out.refused("deposit", exc, p.packet_id)
                 continue
             with lock:
                 out.acked.append(p.packet_id)
@@ -129,12 +147,10 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
                 hits = timed("query", lambda: router.query(text, top_k=top_k, exclude_agent=exclude))
             except Exception as exc:
                 with lock:
-                    out.errors.append(f"query: {type(exc).__name__}: {exc}")
+                    out.refused("query", exc)
                 continue
-            ids = [p.packet_id for p, _ in hits]
             with lock:
-                out.targets_found += target in ids
-                out.repeated_in_answer += len(ids) - len(set(ids))
+                out.answered(target, hits)
 
     with ThreadPoolExecutor(threads or max(1, len(agents))) as pool:
         for name, work in (("deposit", deposit), ("query", ask)):
@@ -144,6 +160,64 @@ def run_agents(router, run: str, agents: list[int], n_agents: int, deposits: int
             list(pool.map(work, agents))
             out.phase[name] = (start, time.time())
     return out
+
+
+async def run_agents_async(router, run: str, agents: list[int], n_agents: int, deposits: int, queries: int,
+                           top_k: int = 5, now: float | None = None) -> AgentResults:
+    """`run_agents` on an async router (`make_async_router`): each agent an asyncio task, all of
+    them depositing, then (once every deposit has been answered) all of them querying."""
+    now = round(time.time(), 3) if now is None else now
+    out = AgentResults()
+    client = getattr(router, "client", None)
+
+    async def timed(op: str, call):
+        start = time.perf_counter()
+        value = await call
+        out.timed(op, time.perf_counter() - start, client)  # the task's own last answer (a context variable)
+        return value
+
+    async def deposit(agent: int) -> None:
+        for i in range(deposits):
+            p = packet(run, agent, i, now)
+            out.sent[p.packet_id] = p
+            try:
+                await timed("deposit", router.deposit(p))
+            except Exception as exc:
+                out.refused("deposit", exc, p.packet_id)
+                continue
+            out.acked.append(p.packet_id)
+
+    async def ask(agent: int) -> None:
+        for j in range(queries):
+            text, target = question(run, agent, j, n_agents, deposits, now)
+            exclude = f"agent-{agent}" if n_agents > 1 else None
+            try:
+                hits = await timed("query", router.query(text, top_k=top_k, exclude_agent=exclude))
+            except Exception as exc:
+                out.refused("query", exc)
+                continue
+            out.answered(target, hits)
+
+    for name, work in (("deposit", deposit), ("query", ask)):
+        start = time.time()
+        await asyncio.gather(*(work(agent) for agent in agents))
+        out.phase[name] = (start, time.time())
+    return out
+
+
+def run_over_http_async(url: str, run: str, n_agents: int, deposits: int, queries: int,
+                        timeout: float = 120.0) -> AgentResults:
+    """`n_agents` agents as asyncio tasks in this process, on one async router (a connection
+    each: every agent has its request in flight at once) against the service at `url`."""
+    from ...serve.aclient import make_async_router
+
+    now = round(time.time(), 3)
+
+    async def agents() -> AgentResults:
+        async with make_async_router(url, timeout=timeout, max_connections=max(1, n_agents)) as router:
+            return await run_agents_async(router, run, list(range(n_agents)), n_agents, deposits, queries, now=now)
+
+    return asyncio.run(agents())
 
 
 def _agent_process(url: str, run: str, agents: list[int], n_agents: int, deposits: int, queries: int, barrier,
@@ -200,4 +274,4 @@ def loss_of(results: AgentResults, store):
 
 
 __all__ = ["AgentResults", "embedding_limit", "loss_of", "packet", "problem", "question", "run_agents",
-           "run_over_http", "split"]
+           "run_agents_async", "run_over_http", "run_over_http_async", "split"]

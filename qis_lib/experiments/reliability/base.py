@@ -18,9 +18,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from ...bench.modes import ModeContext, ServerPool
 from ...core.packet import OutcomePacket
 from ...core.router import OutcomeRouter, make_router
-from ...stores import Mode, ModeContext, ServerPool, StoreSpec, all_modes
+from ...stores import Mode, StoreSpec, all_modes
 from ..ledger import Ledger, LossReport, check_loss
 
 

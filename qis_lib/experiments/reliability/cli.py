@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...core.router import make_router
-from ...stores import ModeContext
+from ...bench.modes import ModeContext
 from .base import check_stream, crash_runs, load_runs, mode_options, runnable_modes, save_results, write_stream
 from .children import cycle_child
 from .cycles import cycles_summary, kill_cycles

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...core.router import make_router
-from ...stores import ModeContext
+from ...bench.modes import ModeContext
 from .base import VolatileStoreError, mode_options
 from .children import KILL_PLANS, _Child, _ForkedChild
 
