@@ -129,3 +129,16 @@ def test_qdrant_collection_keeps_its_hybrid_setting(tmp_path):
     again = make_router("qdrant", embedder=HashEmbedder(), path=str(tmp_path / "q"))
     assert again.hybrid
     again.close()
+
+
+def test_the_demo_says_in_words_what_it_showed():
+    import pandas as pd
+
+    from qis_lib.experiments.demo import summary_line
+
+    table = pd.DataFrame({"arrival": [1, 2, 3, 4], "agent": ["db-01", "k8s-01", "db-02", "k8s-02"],
+                          "top1_same_domain": [False, False, True, False]})
+    line = summary_line(table)
+    assert line.startswith("1 of 4 agents got, as their best match, the outcome of an agent who had met the same kind")
+    assert "(the same domain, of 2)" in line and "The first was agent 3" in line
+    assert "The first" not in summary_line(table.assign(top1_same_domain=False))

@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     load.add_argument("--clients", choices=bench.CLIENTS, default="processes",
                       help="processes: agent processes (up to --max-processes), agents as threads in them; "
                            "async: every agent an asyncio task in this one process, on the async client")
+    load.add_argument("--service-args", default="",
+                      help='options for each service, e.g. "--batch-max 32 --batch-wait-ms 1"')
     load.add_argument("--out", default="results/http")
     crash = sub.add_parser("crash", help="SIGKILL the service under load, restart it, check nothing acknowledged is lost")
     crash.add_argument("--kills", type=int, default=20)
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     if args.what == "load":
         levels = [int(x) for x in args.agents.split(",")]
         result = bench.measure(levels, store=args.store, embedder=args.embedder, max_processes=args.max_processes,
-                               folder=folder, clients=args.clients)
+                               folder=folder, clients=args.clients, service_args=shlex.split(args.service_args))
         bench.save(result, args.out, command)
         print(bench.summary(result).to_string(index=False))
         ok = all(c["ok"] for c in result["checks"])

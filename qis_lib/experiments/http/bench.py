@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,13 +30,20 @@ def work_for(agents: int) -> tuple[int, int]:
     return WORK.get(agents, (max(1, 640 // agents),) * 2)
 
 
-def embedding_limits(embedder, run: str, n: int = 240) -> dict[str, float]:
-    """Texts/s of the embedder alone: one text a call from 1, 2 and 4 threads, and batches of 32."""
-    texts = [problem(run, 10_000 + i, i) for i in range(4 * n)]
-    return {"one text a call, 1 thread": embedding_limit(embedder, texts[:n], 1),
-            "one text a call, 2 threads": embedding_limit(embedder, texts[n:2 * n], 2),
-            "one text a call, 4 threads": embedding_limit(embedder, texts[2 * n:3 * n], 4),
-            "batches of 32": embedding_limit(embedder, texts[3 * n:], 1, batch=32)}
+BATCHES = (16, 32, 64, 128)
+
+
+def embedding_limits(embedder, run: str, n: int = 256) -> dict[str, float]:
+    """Texts/s of the embedder alone, on the harness's own kind of text, every text new: one text
+    a call from 1, 2 and 4 threads, batches of each of BATCHES from one thread, and the best batch."""
+    texts = [problem(run, 10_000 + i, i) for i in range((3 + len(BATCHES)) * n)]
+    chunk = lambda k: texts[k * n:(k + 1) * n]  # noqa: E731
+    out = {f"one text a call, {t} thread{'s' * (t > 1)}": embedding_limit(embedder, chunk(k), t)
+           for k, t in enumerate((1, 2, 4))}
+    for k, batch in enumerate(BATCHES, start=3):
+        out[f"batches of {batch}"] = embedding_limit(embedder, chunk(k), 1, batch=batch)
+    out["best batched"] = max(out[f"batches of {b}"] for b in BATCHES)
+    return out
 
 
 def rows_of(results: AgentResults, mode: str, agents: int, processes: int) -> list[dict]:
@@ -72,10 +80,13 @@ def checks_of(results: AgentResults, loss, mode: str, agents: int, queries_per_a
 
 def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory://", embedder: str | None = None,
             max_processes: int = 16, folder: str | os.PathLike | None = None,
-            log: Callable[[str], None] = print, clients: str = "processes") -> dict:
+            log: Callable[[str], None] = print, clients: str = "processes",
+            service_args: Sequence[str] = ()) -> dict:
     """The whole comparison; returns {"rows", "checks", "embedding", "machine", "load"}.
     `clients`: "processes" (agent processes, RemoteRouter) or "async" (every agent an asyncio
-    task in this process, on one async client)."""
+    task in this process, on one async client). The service runs with one admin key, which
+    every agent sends (keys checked on every request, no per-key limit); `service_args` go to
+    `python -m qis_lib.serve` (e.g. ("--batch-max", "32"))."""
     if clients not in CLIENTS:
         raise ValueError(f"clients must be one of {CLIENTS}, got {clients!r}")
     emb = get_embedder(embedder)
@@ -88,14 +99,16 @@ def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory:/
         deposits, queries = work_for(agents)
         processes = min(agents, max_processes) if clients == "processes" else 1
         mode = "http" if clients == "processes" else "http-async"
-        with RoutingService(store, embedder=embedder, folder=folder) as service:
+        key = secrets.token_urlsafe(24)  # one admin key for every agent: keys on, no per-key limit in the way
+        with RoutingService(store, embedder=embedder, folder=folder, api_key=key, args=service_args) as service:
             started = time.perf_counter()
             if clients == "processes":
-                results = run_over_http(service.url, f"{tag}-h{agents}", agents, processes, deposits, queries)
+                results = run_over_http(service.url, f"{tag}-h{agents}", agents, processes, deposits, queries,
+                                        api_key=key)
             else:
-                results = run_over_http_async(service.url, f"{tag}-h{agents}", agents, deposits, queries)
+                results = run_over_http_async(service.url, f"{tag}-h{agents}", agents, deposits, queries, api_key=key)
             elapsed = time.perf_counter() - started
-            reader = HttpStore(service.url, timeout=60)
+            reader = HttpStore(service.url, timeout=60, api_key=key)
             checks.append(checks_of(results, loss_of(results, reader), mode, agents))
             reader.close()
         rows += rows_of(results, mode, agents, processes)

@@ -206,7 +206,7 @@ async def run_agents_async(router, run: str, agents: list[int], n_agents: int, d
 
 
 def run_over_http_async(url: str, run: str, n_agents: int, deposits: int, queries: int,
-                        timeout: float = 120.0) -> AgentResults:
+                        timeout: float = 120.0, api_key: str | None = None) -> AgentResults:
     """`n_agents` agents as asyncio tasks in this process, on one async router (a connection
     each: every agent has its request in flight at once) against the service at `url`."""
     from ...serve.aclient import make_async_router
@@ -214,17 +214,17 @@ def run_over_http_async(url: str, run: str, n_agents: int, deposits: int, querie
     now = round(time.time(), 3)
 
     async def agents() -> AgentResults:
-        async with make_async_router(url, timeout=timeout, max_connections=max(1, n_agents)) as router:
+        async with make_async_router(url, api_key=api_key, timeout=timeout, max_connections=max(1, n_agents)) as router:
             return await run_agents_async(router, run, list(range(n_agents)), n_agents, deposits, queries, now=now)
 
     return asyncio.run(agents())
 
 
 def _agent_process(url: str, run: str, agents: list[int], n_agents: int, deposits: int, queries: int, barrier,
-                   results, timeout: float, now: float) -> None:
+                   results, timeout: float, now: float, api_key: str | None) -> None:
     from ...serve.client import RemoteRouter
 
-    router = RemoteRouter(url, timeout=timeout, max_connections=max(1, len(agents)))
+    router = RemoteRouter(url, api_key=api_key, timeout=timeout, max_connections=max(1, len(agents)))
     try:
         results.put(run_agents(router, run, agents, n_agents, deposits, queries, barrier, now=now))
     except BaseException as exc:
@@ -241,14 +241,14 @@ def split(n_agents: int, processes: int) -> list[list[int]]:
 
 
 def run_over_http(url: str, run: str, n_agents: int, processes: int, deposits: int, queries: int,
-                  timeout: float = 120.0) -> AgentResults:
-    """`n_agents` agents in `processes` processes against the service at `url`."""
+                  timeout: float = 120.0, api_key: str | None = None) -> AgentResults:
+    """`n_agents` agents in `processes` processes against the service at `url` (with `api_key`)."""
     ctx = mp.get_context("spawn")
     groups = split(n_agents, processes)
     barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
     now = round(time.time(), 3)  # one timestamp for the run: every process computes the same packet ids
     procs = [ctx.Process(target=_agent_process, args=(url, run, g, n_agents, deposits, queries, barrier, results,
-                                                      timeout, now), daemon=True) for g in groups]
+                                                      timeout, now, api_key), daemon=True) for g in groups]
     for p in procs:
         p.start()
     merged = AgentResults()
