@@ -39,7 +39,7 @@ def test_installed_copy_runs_the_demo_and_writes_nothing_into_itself(tmp_path):
     demo = subprocess.run([sys.executable, "-m", "qis_lib.experiments.demo", "--embedder", "hash"], cwd=elsewhere,
                           env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stderr[-2000:]
-    assert "20 agents on qdrant-edge" in demo.stdout
+    assert "20 agents on the qdrant-edge store" in demo.stdout
     # the GitBugs copy ships with a clone (data/gitbugs/), not with the package: a clear error, no download
     load = subprocess.run([sys.executable, "-c", "from qis_lib.infra.datasets import load_gitbugs; load_gitbugs()"],
                           cwd=elsewhere, env={k: v for k, v in env.items() if k != "QIS_GITBUGS_DIR"},
