@@ -5,10 +5,11 @@ It is frozen: a packet that passed validation cannot be edited into an invalid o
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import msgpack
@@ -95,9 +96,10 @@ class OutcomePacket:
         object.__setattr__(self, "timestamp", timestamp)
         object.__setattr__(self, "ttl", ttl)
 
-    @property
+    @functools.cached_property
     def packet_id(self) -> str:
-        """Same agent, time and problem -> same id, so a retried deposit overwrites."""
+        """Same agent, time and problem -> same id, so a retried deposit overwrites. Computed once
+        per packet (a frozen packet's id cannot change)."""
         key = f"{self.agent_id}\x1f{self.timestamp!r}\x1f{self.problem_description}"
         return str(uuid.uuid5(PACKET_NAMESPACE, key))
 
@@ -110,7 +112,7 @@ class OutcomePacket:
 
     def to_payload(self) -> dict[str, Any]:
         """A flat dict for the stores: the fields plus expires_at, which filters use."""
-        payload = asdict(self)
+        payload = {name: getattr(self, name) for name in _FIELD_NAMES}
         payload["domain_tags"] = list(self.domain_tags)
         payload["expires_at"] = self.expires_at
         return payload
@@ -154,3 +156,6 @@ class OutcomePacket:
     @property
     def size_bytes(self) -> int:
         return len(self.to_bytes(max_bytes=None))
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(OutcomePacket))
