@@ -11,7 +11,7 @@ from ..stores.http import API_KEY_HEADER
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S
 from ..embedders.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS
 from .gate import DEFAULT_THREADS
-from .server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
+from .server import DEFAULT_HEADER_TIMEOUT_S
 
 log = logging.getLogger("qis_lib.serve")
 
@@ -47,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="worker threads for the store and the model's callers (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
                         help="larger request bodies are refused with 413 (default: %(default)s)")
-    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
-                        help="more open connections are answered 503 and closed (default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="more open connections are answered 503 and closed (default: the open files this "
+                             "process may have, less 256 for the store, at most 8,192)")
     parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
                         help="seconds a request's headers may take to arrive (default: %(default)s)")
     parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
@@ -64,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.api_key = os.environ.get("QIS_API_KEY") or None
     for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces", "batch_max",
                  "threads"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.batch_wait_ms <= 1000:
         parser.error(f"--batch-wait-ms must be from 0 to 1000, got {args.batch_wait_ms}")

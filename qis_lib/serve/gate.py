@@ -203,8 +203,13 @@ class Gate:
         return await self._run(self.router.embedder.encode, list(texts))
 
     async def stats(self, caller: Caller) -> dict[str, Any]:
+        """The router's stats, and the embedder's batches where it batches (BatchingEmbedder)."""
         self.require(caller, "stats", "read the service's stats")
-        return await self._run(self.router.stats)
+        stats = await self._run(self.router.stats)
+        batches = getattr(self.router.embedder, "stats", None)
+        if callable(batches):
+            stats["embed_batches"] = batches()
+        return stats
 
     # --- the store's own API (admin) ------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Running the app under uvicorn with bounds a slow or hostile client cannot get around.
 
-- At most `max_connections` open connections: past that, a new connection is answered 503
-  (Retry-After: 1) and closed at once, so clients that never finish a request cannot take
-  every file descriptor of the process.
+- At most `max_connections` open connections (by default the open files the process may
+  have, its soft limit raised to its hard one, less a reserve for the store: 1,000 agents
+  may each hold a connection): past that, a new connection is answered 503 (Retry-After: 1)
+  and closed at once, so clients that never finish a request cannot take every file
+  descriptor of the process.
 - A request's headers must arrive within `header_timeout` seconds of the connection opening
   (or of the previous answer on a kept-alive connection), else it is answered 408 and
   closed. (uvicorn closes idle kept-alive connections itself after `timeout_keep_alive`; its
@@ -15,10 +17,31 @@ it would pick (httptools when installed, else h11) and adds the two bounds.
 from __future__ import annotations
 
 import json
+import resource
 
-DEFAULT_MAX_CONNECTIONS = 512  # under the common limit of 1,024 open files, leaving room for the store's
+FILES_KEPT = 256  # open files left for the store, the model and logs when the connections are bounded
+MAX_CONNECTIONS_CAP = 8192
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
+
+
+def open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (capped at 65,536) and
+    return it: a service that holds a connection per agent needs more than the common 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard if hard != resource.RLIM_INFINITY else 65_536, 65_536)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def default_max_connections() -> int:
+    """The open files this process may have, less FILES_KEPT, between 64 and MAX_CONNECTIONS_CAP."""
+    return max(64, min(MAX_CONNECTIONS_CAP, open_files_limit() - FILES_KEPT))
 
 
 def _raw_answer(status: str, detail: str) -> bytes:
@@ -28,8 +51,7 @@ def _raw_answer(status: str, detail: str) -> bytes:
     return head + body
 
 
-def bounded_protocol(max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S) -> type:
+def bounded_protocol(max_connections: int, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S) -> type:
     """uvicorn's HTTP protocol class with the connection bound and the header deadline."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -78,11 +100,13 @@ def bounded_protocol(max_connections: int = DEFAULT_MAX_CONNECTIONS,
 
 
 def serve(app, host: str, port: int, *, log_level: str = "info", ssl_certfile: str | None = None,
-          ssl_keyfile: str | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+          ssl_keyfile: str | None = None, max_connections: int | None = None,
           header_timeout: float = DEFAULT_HEADER_TIMEOUT_S) -> None:
-    """Run `app` until SIGINT/SIGTERM (uvicorn finishes the requests in flight)."""
+    """Run `app` until SIGINT/SIGTERM (uvicorn finishes the requests in flight).
+    `max_connections` None: `default_max_connections()`."""
     import uvicorn
 
+    max_connections = default_max_connections() if max_connections is None else max_connections
     for name, value in (("max_connections", max_connections), ("header_timeout", header_timeout)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -1,4 +1,4 @@
-"""python -m qis_lib.experiments.http {load,crash,flood} --help"""
+"""python -m qis_lib.experiments.http {load,capacity,crash,flood} --help"""
 import argparse
 import shlex
 import sys
@@ -32,10 +32,19 @@ def main(argv=None) -> int:
     flood.add_argument("--packets", type=int, default=1000, help="packets in the store")
     flood.add_argument("--flood-threads", type=int, default=32)
     flood.add_argument("--half-open", type=int, default=1500, help="connections that send half a request")
+    flood.add_argument("--max-connections", type=int, default=1000, help="the service's bound of open connections")
     flood.add_argument("--embedder", default=None, help="the service's embedder (default: the fastest installed)")
     flood.add_argument("--out", default="results/http")
+    capacity = sub.add_parser("capacity", help="what one service sustains, wrk as the agents (needs apt-get install wrk)")
+    capacity.add_argument("--connections", default="1,16,64,1000", help="comma-separated numbers of connections")
+    capacity.add_argument("--seconds", type=float, default=20.0, help="seconds of load per level")
+    capacity.add_argument("--packets", type=int, default=1000)
+    capacity.add_argument("--store", default="memory://")
+    capacity.add_argument("--embedder", default=None, help="the service's embedder (default: the fastest installed)")
+    capacity.add_argument("--service-args", default="", help='options for the service, e.g. "--batch-max 32"')
+    capacity.add_argument("--out", default="results/http")
     args = parser.parse_args(argv)
-    for name in ("queries", "packets", "flood_threads", "half_open", "kills", "writers"):
+    for name in ("queries", "packets", "flood_threads", "half_open", "kills", "writers", "max_connections", "seconds"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     command = "python -m qis_lib.experiments.http " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -47,11 +56,21 @@ def main(argv=None) -> int:
         bench.save(result, args.out, command)
         print(bench.summary(result).to_string(index=False))
         ok = all(c["ok"] for c in result["checks"])
+    elif args.what == "capacity":
+        from . import capacity as capacity_run
+
+        result = capacity_run.run([int(x) for x in args.connections.split(",")], seconds=args.seconds,
+                                  packets=args.packets, store=args.store, embedder=args.embedder,
+                                  service_args=shlex.split(args.service_args))
+        capacity_run.save(result, args.out, command)
+        print(capacity_run.describe(result))
+        ok = all(r["non_2xx"] == 0 and r["socket_errors"] == 0 for r in result["rows"])
     elif args.what == "flood":
         from . import flood as flood_run
 
         result = flood_run.run(queries=args.queries, packets=args.packets, flood_threads=args.flood_threads,
-                               half_open_n=args.half_open, embedder=args.embedder, folder=folder)
+                               half_open_n=args.half_open, max_connections=args.max_connections,
+                               embedder=args.embedder, folder=folder)
         flood_run.save(result, args.out, command)
         print(flood_run.describe(result))
         ok = True

@@ -35,7 +35,7 @@ import pandas as pd
 from ...bench.embedding import machine_info
 from ...serve.auth import write_keys_file
 from ...serve.process import RoutingService
-from ...serve.server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
+from ...serve.server import DEFAULT_HEADER_TIMEOUT_S
 from .load import packet, problem
 
 PACKAGES = ("fastapi", "starlette", "uvicorn", "httpx", "onnxruntime", "numpy")
@@ -147,7 +147,8 @@ def half_open(url: str, victim, n: int, header_timeout: float) -> dict:
 
 
 def run(queries: int = 200, packets: int = 1000, flood_threads: int = 32, half_open_n: int = 1500,
-        embedder: str | None = None, folder: str | os.PathLike | None = None, log=print) -> dict:
+        max_connections: int = 1000, header_timeout: float = DEFAULT_HEADER_TIMEOUT_S, embedder: str | None = None,
+        folder: str | os.PathLike | None = None, log=print) -> dict:
     import tempfile
 
     from ...serve.client import RemoteRouter
@@ -158,7 +159,9 @@ def run(queries: int = 200, packets: int = 1000, flood_threads: int = 32, half_o
                                                   "flooder-unlimited": {"rate_per_s": None, "max_concurrent": None}})
     load = {"before": os.getloadavg()}
     run_id = f"{int(time.time())}"
-    with RoutingService("memory://", embedder=embedder, folder=folder, auth=folder / "keys.json") as service:
+    with RoutingService("memory://", embedder=embedder, folder=folder, auth=folder / "keys.json",
+                        args=("--max-connections", str(max_connections), "--header-timeout", str(header_timeout))
+                        ) as service:
         with RemoteRouter(service.url, api_key=keys["admin"], timeout=120) as admin:
             admin.deposit_many([packet(run_id, a, i, round(time.time(), 3)) for a in range(20)
                                 for i in range(packets // 20)])
@@ -174,13 +177,13 @@ def run(queries: int = 200, packets: int = 1000, flood_threads: int = 32, half_o
                                                  queries)
             rows.append(_phase(name, latencies, base, elapsed, flood))
             log(f"{name}: {rows[-1]}")
-        connections = half_open(service.url, victim, half_open_n, DEFAULT_HEADER_TIMEOUT_S)
+        connections = half_open(service.url, victim, half_open_n, header_timeout)
         log(f"half-open connections: {connections}")
         victim.close()
     load["after"] = os.getloadavg()
     return {"phases": rows, "connections": connections, "load": load, "machine": machine_info(PACKAGES),
             "queries": queries, "packets": packets, "flood_threads": flood_threads,
-            "max_connections": DEFAULT_MAX_CONNECTIONS, "header_timeout_s": DEFAULT_HEADER_TIMEOUT_S}
+            "max_connections": max_connections, "header_timeout_s": header_timeout}
 
 
 def save(result: dict, out: str | os.PathLike, command: str) -> Path:
