@@ -34,7 +34,8 @@ def stdio_parameters(store: str, agent: str | None = None, role: str = "agent", 
     args += ["--embedder", embedder] if embedder else []
     args += ["--audit", str(audit)] if audit else []
     env = {name: os.environ[name] for name in PASSED_ON if name in os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    paths = [ROOT, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, paths)))
     return StdioServerParameters(command=sys.executable, args=args, env=env)
 
 
