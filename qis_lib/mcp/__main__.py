@@ -19,8 +19,6 @@ import sys
 
 from ..stores.folders import StoreBusyError, StoreDamagedError
 
-log = logging.getLogger("qis_lib.mcp")
-
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m qis_lib.mcp", description=(

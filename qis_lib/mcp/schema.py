@@ -21,11 +21,12 @@ from pydantic import BaseModel, Field
 from ..core.packet import DEFAULT_TTL, MAX_DELTA_CHARS, OUTCOME_TYPES, OutcomePacket
 from ..core.router import Hit, Synthesis
 from ..serve import models as m
+from ..stores.http import MAX_BATCH
 
 NON_BLANK = r"\S"  # the library's non-empty-string rule as a JSON-schema pattern
 MAX_TAGS = 64  # as the routing service's PacketIn
 MAX_TOOL_TOP_K = 50  # the store takes up to 10,000, but the answer goes into a model's context
-MAX_IDS = 1000
+MAX_IDS = MAX_BATCH  # ids one call deletes, as many packets as one batch deposits
 
 Problem = Annotated[str, Field(pattern=NON_BLANK, description=(
     "The problem in plain words: symptoms, context, the component involved (what another agent meeting it would "
@@ -41,9 +42,10 @@ DeltaSummary = Annotated[str, Field(max_length=MAX_DELTA_CHARS, description=(
 Tags = Annotated[list[Annotated[str, Field(pattern=NON_BLANK)]], Field(max_length=MAX_TAGS, description=(
     "Domain tags, e.g. ['database', 'postgres']; queries can filter on one of them."))]
 Ttl = Annotated[float, Field(ge=0.001, allow_inf_nan=False, description=(
-    f"Seconds the packet stays live (default {DEFAULT_TTL:g}: 7 days); an expired packet is never returned."))]
+    f"Seconds the packet stays live (default {DEFAULT_TTL:g}: {DEFAULT_TTL / 86400:g} days); an expired packet is "
+    "never returned."))]
 AgentId = Annotated[str | None, Field(pattern=NON_BLANK, description=(
-    "Leave empty: the packet is yours (the agent this connection acts as). Another agent's id is refused "
+    "Leave it out: the packet is yours (the agent this connection acts as). Another agent's id is refused "
     "unless the connection is an admin's."))]
 TopK = Annotated[int, Field(ge=1, le=MAX_TOOL_TOP_K, description=f"How many packets at most (1 to {MAX_TOOL_TOP_K}).")]
 Domain = Annotated[str | None, Field(pattern=NON_BLANK, description="Only packets carrying this domain tag.")]

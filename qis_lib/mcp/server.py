@@ -131,10 +131,10 @@ def build_server(gate: Gate, caller: Caller | None = None) -> MCPServer:
         an approach or advice that turned out wrong ('contradicted'), or a problem still unsolved ('open').
         The packet is yours (this connection's agent id) and stays live for `ttl` seconds. Returns the
         packet's id and the packet as stored. A reader's connection may not deposit."""
-        packet = packet_of(problem_description, outcome_type, confidence, delta_summary, domain_tags, ttl, agent_id)
+        sent = packet_of(problem_description, outcome_type, confidence, delta_summary, domain_tags, ttl, agent_id)
         me = who(ctx)
-        (pid,) = await checked("stored", gate.deposit(me, [packet]))
-        stored = packet[0] if packet[1] else gate.own(me, *packet)
+        (pid,) = await checked("stored", gate.deposit(me, [sent]))
+        stored = gate.own(me, *sent)  # the packet as the gate stored it (allowed, so no second audit line)
         return result(s.Deposited(id=pid, packet=m.PacketOut.of(stored)),
                       f"Stored packet {pid}: {s.packet_text(stored)}")
 
@@ -162,11 +162,11 @@ def build_server(gate: Gate, caller: Caller | None = None) -> MCPServer:
         agents are returned (yours left out), with a consensus: the outcome type with the most weight
         (similarity x confidence), its share of the weight (`support`, 0 to 1) and the count of each
         outcome type. A reader's connection may not call it."""
-        packet = packet_of(problem_description, outcome_type, confidence, delta_summary, domain_tags, ttl, None)
+        sent = packet_of(problem_description, outcome_type, confidence, delta_summary, domain_tags, ttl, None)
         me = who(ctx)
-        mine = gate.own(me, *packet)
-        found = await checked("stored", gate.synthesize(me, problem_description, packet, top_k=top_k, domain=domain,
+        found = await checked("stored", gate.synthesize(me, problem_description, sent, top_k=top_k, domain=domain,
                                                          min_confidence=min_confidence))
+        mine = gate.own(me, *sent)
         out = s.Synthesized(matches=s.hits_out(found.matches), outcome_counts=found.outcome_counts,
                             consensus=found.consensus, support=found.support, deposited=m.PacketOut.of(mine))
         return result(out, s.synthesis_text(mine, found))
