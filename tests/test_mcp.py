@@ -1,8 +1,8 @@
 """The MCP server (python -m qis_lib.mcp) through the SDK's own client (`ClientSession`).
 
-Over stdio: a child started as an MCP host starts it (hash embedder), on a qdrant-edge folder
-that holds another agent's packet beforehand and is read again after the session, so every
-check of "nothing changed" compares the store itself. Over HTTP: the routing service with its
+Over stdio: the server as a child process, started the way an MCP host starts it (hash embedder),
+on a qdrant-edge folder that holds another agent's packet beforehand and is read again after the
+session, so every check of "nothing changed" compares the store itself. Over HTTP: the routing service with its
 MCP endpoint on a free loopback port, keys from `write_keys_file`, the store compared through
 the admin's vector API."""
 from __future__ import annotations
