@@ -76,7 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
+def main(argv=None, extend=None) -> int:
+    """Run the service; `extend(app, args)`, if given, adds to the app before it serves
+    (python -m qis_lib.mcp --http mounts its MCP endpoint this way)."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .audit import Audit
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
           f"(batches of up to {args.batch_max} texts, {args.batch_wait_ms:g} ms wait), "
           f"on {scheme}://{args.host}:{args.port} ({reach}); {keys}; docs at /docs", file=sys.stderr, flush=True)
     try:
+        if extend is not None:
+            extend(app, args)
         serve(app, args.host, args.port, log_level=args.log_level, ssl_certfile=args.ssl_certfile,
               ssl_keyfile=args.ssl_keyfile, max_connections=args.max_connections, header_timeout=args.header_timeout)
     finally:

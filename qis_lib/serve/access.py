@@ -36,8 +36,12 @@ DEFAULT_REFUSAL_DELAY_S = 1.0
 _X_API_KEY = API_KEY_HEADER.lower().encode()
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def protected(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in PROTECTED)
+    return any(_under(path, p) for p in PROTECTED)
 
 
 def presented_key(headers) -> tuple[str | None, str | None]:
@@ -56,8 +60,12 @@ def presented_key(headers) -> tuple[str | None, str | None]:
     return (keys[0] if keys else None), None
 
 
-async def _answer(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    response = JSONResponse({"detail": detail}, status_code=status, headers=headers)
+async def _answer(send, status: int, detail: str, headers: dict[str, str] | None = None, path: str = "") -> None:
+    """A refusal: {"detail": ...}, or under /mcp a JSON-RPC error without a request id (as the MCP
+    SDK answers its own HTTP-level refusals), whose message MCP clients show."""
+    body = ({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": detail}}
+            if _under(path, "/mcp") else {"detail": detail})
+    response = JSONResponse(body, status_code=status, headers=headers)
     await response({"type": "http"}, None, send)
 
 
@@ -91,7 +99,7 @@ class Access:
             self.audit.record(None, f"{scope['method']} {scope['path']}", 401)
             why = problem or ("no API key" if key is None else "an unknown API key")
             return await _answer(send, 401, f"{why}: send a key of this service as {API_KEY_HEADER}: KEY or "
-                                            "Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"})
+                                            "Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}, scope["path"])
         caller = Caller.of(cred)
         wait = self.limiter.admit(cred)
         if wait is not None:
@@ -100,7 +108,7 @@ class Access:
             limits = cred.limits
             return await _answer(send, 429, f"key {cred.id!r} is over its limits ({limits.max_concurrent} requests at "
                                             f"once, {limits.rate_per_s}/s); retry after {wait:.2f}s",
-                                 {"Retry-After": str(max(1, math.ceil(wait)))})
+                                 {"Retry-After": str(max(1, math.ceil(wait)))}, scope["path"])
         state["caller"] = caller
         try:
             await self.app(scope, receive, send)
