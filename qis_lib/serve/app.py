@@ -29,7 +29,7 @@ from ..stores.http import API_KEY_HEADER
 from . import models as m
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope
 from .audit import Audit
-from .auth import AuthFile, Credentials
+from .auth import ACTIONS, AuthFile, Credentials
 from .docs import install_docs
 from .gate import DEFAULT_THREADS, Caller, Gate, Refused
 from .namespaces import Namespaces
@@ -130,8 +130,6 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFil
     @api.get("/whoami", response_model=m.WhoAmIOut, tags=["service"])
     async def whoami(me: Caller = who) -> dict:
         """The key's id, role and agent, and what it may do."""
-        from .auth import ACTIONS
-
         return {"key": me.key_id, "role": me.role, "agent": me.agent, "may": sorted(ACTIONS[me.role])}
 
     @api.post("/packets", response_model=m.IdOut, tags=["agents"])
