@@ -1,7 +1,8 @@
 """The latency benchmark's plots: latency and recall@10 against N, recall against latency.
 
 One line (or marker) per series: a target in one configuration (`config`, see
-`qis_lib.bench.latency`), coloured by target, dashed for a hybrid store's dense-only row.
+`qis_lib.bench.latency`), in the target's colour and marker (`qis_lib.bench.style`, the same in
+every plot of the suite), dashed for a hybrid store's dense-only row.
 Tables written before the `config` column are drawn one series per target. Hybrid rows have
 no `recall_at_10` (see `latency`), so the recall plots show the dense rows only.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import data
-from ..stores import all_modes
+from .style import log_axis, short_count, style_of
 
 
 def panel_title(filtered: bool) -> str:
@@ -28,16 +29,11 @@ def series_label(target: str, config) -> str:
 
 
 def series(table: pd.DataFrame):
-    """(label, colour, line style, rows) per (target, config) in `table`, in the table's order."""
-    import matplotlib.pyplot as plt
-
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    names = [mode.bench for _, mode in all_modes().values() if mode.bench]
-    names += [t for t in dict.fromkeys(table["target"]) if t not in names]
+    """(label, style, line style, rows) per (target, config) in `table`, in the table's order;
+    `style` is the target's colour and marker (`style_of`)."""
     configs = table["config"] if "config" in table else pd.Series("", index=table.index)
     for (target, config), rows in table.assign(config=configs.fillna("")).groupby(["target", "config"], sort=False):
-        yield (series_label(target, config), cycle[names.index(target) % len(cycle)],
-               "--" if config == "dense" else "-", rows)
+        yield series_label(target, config), style_of(target), "--" if config == "dense" else "-", rows
 
 
 def panels(table: pd.DataFrame, height: float, **subplots):
@@ -47,13 +43,12 @@ def panels(table: pd.DataFrame, height: float, **subplots):
     import matplotlib.pyplot as plt
 
     sets = [v for v in data.VECTOR_SETS if v in set(table["vectors"])]
-    fig, axes = plt.subplots(len(sets), 2, figsize=(11, height * len(sets)), squeeze=False, **subplots)
+    fig, axes = plt.subplots(len(sets), 2, figsize=(11, height * len(sets)), squeeze=False, layout="constrained",
+                             **subplots)
     cells = [(axes[r][c], vectors, filtered, table[(table["vectors"] == vectors) & (table["filtered"] == filtered)])
              for r, vectors in enumerate(sets) for c, filtered in enumerate((False, True))]
     for ax, vectors, filtered, part in cells:
-        ax.set_xscale("log")
-        ax.set_xticks(sorted(set(part["n"])), [f"{n:,}" for n in sorted(set(part["n"]))])
-        ax.xaxis.set_minor_locator(plt.NullLocator())
+        log_axis(ax, "x", ticks=sorted(set(table["n"])))  # the panels may share x: every size measured
         ax.set_title(f"{vectors} vectors, {panel_title(filtered)}")
         ax.set_xlabel("N (points in the store)")
         ax.grid(True, which="both", alpha=0.3)
@@ -72,9 +67,9 @@ def legend_entries(axes) -> tuple[list, list]:
 
 
 def finish(fig, axes, handles: list, labels: list, path, **legend):
-    """The legend above the panels, the layout, and the PNG at `path` if given."""
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False, **legend)
-    fig.tight_layout(rect=(0, 0, 1, 0.88 if len(axes) == 1 else 0.94))
+    """The legend above the panels, in room the figure's constrained layout keeps for it (so it
+    covers no data), and the PNG at `path` if given."""
+    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 5), frameon=False, **legend)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -88,23 +83,20 @@ def dense_rows(table: pd.DataFrame) -> pd.DataFrame:
 def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None, column: str = "p99_ms"):
     """Latency against N, log-log: one line per series, the exact numpy floor dashed, one
     panel per (vector set, filtered). Guide lines show the slope of O(N) and O(log N)."""
-    import matplotlib.pyplot as plt
-
     fig, axes, cells = panels(table, 4.2, sharex=True)
     for ax, vectors, filtered, part in cells:
-        for label, colour, style, rows in series(part):
+        for label, look, style, rows in series(part):
             rows = rows.sort_values("n")
-            ax.plot(rows["n"], rows[column], "o" + style, color=colour, label=label)
+            ax.plot(rows["n"], rows[column], linestyle=style, label=label, **look)
         floor = part.drop_duplicates("n").sort_values("n")
         floor_column = "numpy_p50_ms" if "p50" in column else "numpy_p99_ms"
-        ax.plot(floor["n"], floor[floor_column], "k--", label="exact numpy floor")
+        ax.plot(floor["n"], floor[floor_column], "k--", marker="_", markersize=12, label="exact numpy floor")
         if len(floor) > 1:  # slope guides anchored at the floor's smallest N
             n0, y0 = float(floor["n"].iloc[0]), float(floor[floor_column].iloc[0])
             ns = np.array(sorted(floor["n"]), dtype=float)
             ax.plot(ns, y0 * ns / n0, ":", color="grey", lw=1, label="∝ N")
             ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+        log_axis(ax, "y")
         ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
     return finish(fig, axes, *legend_entries(axes), path)
 
@@ -114,11 +106,12 @@ def plot_recall_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None)
     log x: one line per dense series, one panel per (vector set, filtered)."""
     fig, axes, cells = panels(table, 3.6, sharex=True, sharey=True)
     for ax, vectors, filtered, part in cells:
-        for label, colour, style, rows in series(dense_rows(part)):
+        for label, look, style, rows in series(dense_rows(part)):
             rows = rows.sort_values("n")
-            ax.plot(rows["n"], rows["recall_at_10"], "o" + style, color=colour, label=f"{label} (mean)")
+            ax.plot(rows["n"], rows["recall_at_10"], linestyle=style, label=f"{label} (mean)", **look)
             if "recall_min" in rows:
-                ax.plot(rows["n"], rows["recall_min"], ":", color=colour, label=f"{label} (worst query)")
+                ax.plot(rows["n"], rows["recall_min"], linestyle=":", label=f"{label} (worst query)",
+                        **style_of(rows["target"].iloc[0], markersize=4, fillstyle="none"))
         ax.axhline(0.99, color="grey", ls="--", lw=1, label="0.99")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("recall@10 vs exact search")
@@ -126,37 +119,31 @@ def plot_recall_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None)
 
 
 def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None = None):
-    """recall@10 against p99 latency, one marker per (dense series, N), one panel per filter setting."""
+    """recall@10 against p99 latency, one marker per (dense series, N), one panel per filter setting;
+    the target's marker filled for real vectors, hollow for random ones, each labelled with its N."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False, sharey=True)
-    markers = {"real": "o", "random": "x"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False, sharey=True, layout="constrained")
     dense = dense_rows(table)
     for c, filtered in enumerate((False, True)):
         ax = axes[0][c]
         part = dense[dense["filtered"] == filtered]
         for vectors, by_set in part.groupby("vectors", sort=False):
-            for label, colour, _, rows in series(by_set):
-                ax.scatter(rows["p99_ms"], rows["recall_at_10"], color=colour, marker=markers.get(vectors, "o"),
-                           label=f"{label} ({vectors})")
+            for label, look, _, rows in series(by_set):
+                fill = {} if vectors == "real" else {"facecolors": "none", "edgecolors": look["color"]}
+                ax.scatter(rows["p99_ms"], rows["recall_at_10"], label=f"{label} ({vectors})", s=36,
+                           **{**look, **fill})
                 for _, row in rows.iterrows():
-                    ax.annotate(f"{row['n'] / 1000:g}k", (row["p99_ms"], row["recall_at_10"]), fontsize=7,
-                                xytext=(3, -9), textcoords="offset points")
+                    ax.annotate(short_count(row["n"]), (row["p99_ms"], row["recall_at_10"]), fontsize=7,
+                                xytext=(4, -9), textcoords="offset points")
         ax.axhline(0.99, color="grey", ls=":", lw=1, label="target 0.99")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        if len(part):
+            ax.margins(x=0.1)  # room for the size labels beside the outermost markers
+            log_axis(ax, "x")
         lowest = dense["recall_at_10"].min() if len(dense) else 1.0
         ax.set_ylim(min(0.98, float(lowest) - 0.03), 1.01)
         ax.set_xlabel("p99 query latency (ms), transport.query with the vector given")
         ax.set_title(panel_title(filtered))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")
-    handles, labels = legend_entries(axes)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return finish(fig, axes, *legend_entries(axes), path, fontsize=8)

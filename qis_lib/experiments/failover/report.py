@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...bench.style import log_axis, style_of
+
 PHASES = ("before", "during", "after")
+# The store each target of this experiment runs (its colour and marker in every plot): the
+# "chroma" target is a `chroma run` server, "qdrant-cluster" a Qdrant server's nodes.
+STORE_OF_TARGET = {"chroma": "chroma-server", "qdrant-cluster": "qdrant-server"}
 
 
 @dataclass
@@ -40,7 +45,9 @@ class FailoverResult:
         return recovery_times(self.ops, self.events)
 
     def plot(self, ax=None, title: str | None = None):
-        return timeline_plot(self.ops, self.events, ax=ax, title=title or self.params.get("title"))
+        target = self.params.get("target")
+        return timeline_plot(self.ops, self.events, ax=ax, title=title or self.params.get("title"),
+                             store=STORE_OF_TARGET.get(target, target))
 
     def save(self, out_dir: str | os.PathLike, command: str | None = None) -> Path:
         """ops.csv, events.csv, summary.csv, recovery.csv, loss.csv and run.json (params + command)."""
@@ -136,29 +143,40 @@ def recovery_times(ops: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
                                        "first_error_after_kill_s", "errors_stop_after_kill_s", "errors_after_ready"])
 
 
-def timeline_plot(ops: pd.DataFrame, events: pd.DataFrame, ax=None, title: str | None = None):
-    """Latency of every operation against its start time; failures in red at their latency,
+def shades(colour, n: int) -> list:
+    """`n` shades of `colour`, darker to lighter, for the nodes of one store."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(colour))
+    if n < 2:
+        return [tuple(rgb)]
+    return [tuple(rgb * (1 + t) if t < 0 else rgb + (1 - rgb) * t) for t in np.linspace(-0.35, 0.45, n)]
+
+
+def timeline_plot(ops: pd.DataFrame, events: pd.DataFrame, ax=None, title: str | None = None,
+                  store: str | None = None):
+    """Latency of every operation against its start time, on a log axis: successful ones in the
+    store's colour and marker (`qis_lib.bench.style`; deposits filled, queries hollow; one shade
+    per node when several answered), failures in black and timeouts in grey at their latency,
     outages (kill until ready) shaded, restarts dashed."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(10, 4))
+        fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     else:
         fig = ax.figure
+    look = style_of(store) if store else {"color": "#555555", "marker": "o"}
     ok = ops[ops["outcome"] == "ok"]
     nodes = sorted(ok["node"].dropna().unique())
-    markers = {"deposit": "o", "query": "s"}
-    for kind, marker in markers.items():
+    colours = dict(zip(nodes, shades(look["color"], len(nodes)))) if len(nodes) > 1 else {}
+    for kind in ("deposit", "query"):
         part = ok[ok["kind"] == kind]
-        if len(nodes) > 1:
-            for node, colour in zip(nodes, plt.cm.tab10.colors):
-                sub = part[part["node"] == node]
-                ax.scatter(sub["start"], sub["latency"] * 1000, s=9, marker=marker, color=colour, alpha=0.6,
-                           label=f"{kind} ok via {node}")
-        else:
-            ax.scatter(part["start"], part["latency"] * 1000, s=9, marker=marker, alpha=0.6,
-                       color="tab:blue" if kind == "deposit" else "tab:green", label=f"{kind} ok")
-    for outcome, colour, marker in (("error", "tab:red", "x"), ("timeout", "tab:orange", "^")):
+        for node, sub in (part.groupby("node") if colours else [(None, part)]):
+            colour = colours.get(node, look["color"])
+            fill = {"color": colour} if kind == "deposit" else {"facecolors": "none", "edgecolors": colour}
+            ax.scatter(sub["start"], sub["latency"] * 1000, s=10, marker=look["marker"], alpha=0.6, linewidths=0.8,
+                       label=f"{kind} ok" + (f" via {node}" if node is not None else ""), **fill)
+    for outcome, colour, marker in (("error", "black", "x"), ("timeout", "grey", "+")):
         part = ops[ops["outcome"] == outcome]
         if len(part):
             ax.scatter(part["start"], part["latency"].clip(lower=1e-4) * 1000, s=14, marker=marker, color=colour,
@@ -172,11 +190,11 @@ def timeline_plot(ops: pd.DataFrame, events: pd.DataFrame, ax=None, title: str |
         if "restart" in t:
             ax.axvline(t["restart"], color="grey", ls="--", lw=1,
                        label="restart" if n == events["outage"].min() else None)
-    ax.set_yscale("log")
+    if len(ops):
+        log_axis(ax, "y")
     ax.set_xlabel("seconds since the load started")
-    ax.set_ylabel("latency (ms, log)")
-    if title:
-        ax.set_title(title)
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"{title} ({store})" if title and store and store not in title else title or store or "")
+    ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
     return fig
