@@ -40,17 +40,18 @@ WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
                 "fifty": 50, "sixty": 60, "ninety": 90}
 NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-START = r"(?<![\w@:.,/#^])(?:(?<=sub-)|(?<!\w-))"  # not inside a word, a name (p99, recall@10, log10), a version or a path
+# not inside a word, a name (p99, recall@10, log10, HADOOP-17796), a version or a path; "sub-10 ms" is a figure
+START = r"(?<![\w@:.,/#^])(?:(?<=sub-)|(?<!\w-))"
 END = r"(?![\d]|\.\d|,\d{3})"
+NAMED = sorted((re.escape(u) for u in UNITS if u not in ("/s", "x", "×", "%")), key=len, reverse=True)
 UNIT = (r"(?:(?P<attached>[x×])(?![\w])|\s?(?P<pct>%)|[\s\u00a0\u202f]?(?P<rate>(?:[A-Za-z]+ ?)?/ ?s)(?![A-Za-z])"
-        r"|[\s\u00a0\u202f]?(?P<unit>" + "|".join(sorted((re.escape(u) for u in UNITS if u not in ("/s", "x", "×", "%")), key=len,
-                                                         reverse=True)) + r")(?![\w]))")
+        r"|[\s\u00a0\u202f]?(?P<unit>" + "|".join(NAMED) + r")(?![\w]))")
 APPROX = r"(?P<approx>(?:about|around|roughly|nearly|almost|over|under|up to|at least|at most)\s+|~\s?|≈\s?|sub-)?"
 FIGURE = re.compile(APPROX + START + r"(?P<sign>[+−-])?(?P<a>" + NUM + r")" + END
                     + r"(?:\s?(?:-|–|to)\s?(?P<b>" + NUM + r")" + END + r")?" + r"(?:" + UNIT + r")?")
-WORDS = re.compile(APPROX + r"\b(?:(?P<word>" + "|".join(WORD_NUMBERS) + r")\s+(?P<wunit>seconds?|minutes?|hours?|days?)"
-                   r"|(?P<half>half an? (?:second|minute|hour))|(?P<andhalf>an? (?:minute|hour) and a half))\b",
-                   re.IGNORECASE)
+WORDS = re.compile(APPROX + r"\b(?:(?P<word>" + "|".join(WORD_NUMBERS) + r")\s+"
+                   r"(?P<wunit>seconds?|minutes?|hours?|days?)|(?P<half>half an? (?:second|minute|hour))"
+                   r"|(?P<andhalf>an? (?:minute|hour) and a half))\b", re.IGNORECASE)
 NUMBER = re.compile(r"(?<![\w.])(?P<sign>[+−-])?(?P<a>" + NUM + r")(?![\d]|\.\d)"
                     + r"(?:\s?(?:-|–|to)\s?(?P<b>" + NUM + r")(?![\d]|\.\d))?(?:" + UNIT + r")?")
 COLUMN_UNITS = {"ns": "ns", "us": "us", "µs": "µs", "ms": "ms", "s": "s", "seconds": "s", "mb": "MB", "mib": "MiB",
@@ -72,11 +73,12 @@ def versioned_names() -> frozenset[str]:
 @dataclass(frozen=True)
 class Figure:
     """One number of a text: the number and its unit as written, its value, unit family ("time",
-    "size", "rate", "ratio" for 1.99x, "share" for 45%; "number" when no unit follows it), the factor of its unit to the
-    family's base unit, and the decimals written. `start` is its offset in the text it came from,
-    `written` the whole phrase it was read in (both ends of a range, "about" and all), `in_range`
-    whether it is an end of a range; `hints`, for a bare number a run printed in a table, the unit
-    its column's name ends with (`p50_ms`, `load_s`), in which it may be read."""
+    "size", "rate", "ratio" for 1.99x, "share" for 45%; "number" when no unit follows it), the
+    factor of its unit to the family's base unit, and the decimals written. `start` is its offset
+    in the text it came from, `written` the whole phrase it was read in (both ends of a range,
+    "about" and all), `in_range` whether it is an end of a range; `hints`, for a bare number a run
+    printed in a table or after a label, the (family, factor) of the unit its column's name or its
+    label gives (`p50_ms`, "bytes spent: 93"), in which it may be read."""
 
     text: str
     value: float
@@ -84,9 +86,9 @@ class Figure:
     factor: float
     decimals: int
     start: int = 0
-    written: str = ""  # the whole match: a range's both ends, "about" and all
+    written: str = ""
     in_range: bool = False
-    hints: tuple = ()  # a bare printed number: the (family, factor) its column's name gives
+    hints: tuple = ()
 
     @property
     def base(self) -> float:
@@ -221,9 +223,10 @@ def round_figure(figure: Figure) -> bool:
 def readings(number: Figure, figure: Figure, columns: bool = False) -> list[tuple[float, float]]:
     """(value, resolution) pairs, in `figure`'s base unit, that a printed `number` may be read as:
     its own value if it has a unit of the figure's family, or its value for a bare decimal; a bare
-    number in a table, in its column's unit only; another bare number as a decimal or a ratio ("1.99" states "1.99x"), or as a share for
-    a percentage ("0.45" states "45%"). A round figure with a unit is held only by a number printed
-    with a unit of its family (with `columns`, also by one in a column that names such a unit)."""
+    number in a table, in its column's unit only; another bare number as a decimal or a ratio
+    ("1.99" states "1.99x"), or as a share for a percentage ("0.45" states "45%"). A round figure
+    with a unit is held only by a number printed with a unit of its family (with `columns`, also
+    by one in a column that names such a unit)."""
     if number.family == figure.family:
         return [(number.base, number.resolution)]
     if figure.family == "number":
@@ -235,7 +238,8 @@ def readings(number: Figure, figure: Figure, columns: bool = False) -> list[tupl
     if number.hints:
         return [(number.value * factor, number.resolution * factor) for family, factor in number.hints
                 if family == figure.family]
-    if figure.family in ("number", "ratio") or (figure.family == "share" and number.decimals and abs(number.value) <= 1):
+    share = figure.family == "share" and number.decimals and abs(number.value) <= 1
+    if figure.family == "ratio" or share:
         return [(number.value, number.resolution)]
     return []
 
@@ -264,7 +268,7 @@ class Block:
     """A piece of markdown prose: a paragraph, a heading, a list item's text or a table row, with its
     first line (0-based, in the markdown given), its text without code, links' targets or HTML, and
     its markdown as written (`raw`). `quoted` is what a `<!-- figures {...} -->` comment just before
-    it (or before its table) says: figures quoted from outside, each with its reason."""
+    it (or before its table) allows: {"quoted": {figure: reason}, "parameters": {...}}."""
 
     line: int
     text: str
@@ -292,10 +296,11 @@ def _comment(content: str):
 
 
 def prose_blocks(markdown: str) -> list[Block]:
-    """The prose of `markdown`, block by block; code spans become a gap, code blocks are dropped."""
+    """The prose of `markdown`, block by block; code spans become a gap, code blocks are dropped. A
+    figures comment applies to the next block, or to every row of the table after it."""
     blocks: list[Block] = []
     row: list[tuple[str, str]] | None = None
-    line, heading, quoted, in_table = 0, False, None, False
+    line, heading, quoted = 0, False, None
     for token in _markdown().parse(markdown):
         if token.type == "html_block" and (comment := _comment(token.content)) is not None:
             quoted = comment
@@ -303,10 +308,8 @@ def prose_blocks(markdown: str) -> list[Block]:
             heading = token.type == "heading_open"
             row = [] if token.type == "tr_open" else row
             line = token.map[0] if token.map else line
-        elif token.type == "table_open":
-            in_table = True
         elif token.type == "table_close":
-            in_table, quoted = False, None
+            quoted = None
         elif token.type == "tr_close" and row is not None:
             blocks.append(Block(line, " | ".join(t for t, _ in row), " | ".join(r for _, r in row), "row", quoted))
             row = None
@@ -318,6 +321,5 @@ def prose_blocks(markdown: str) -> list[Block]:
                 continue
             blocks.append(Block(token.map[0] if token.map else 0, "".join(parts), token.content,
                                 "heading" if heading else "text", quoted))
-            heading = False
-            quoted = quoted if in_table else None
+            heading, quoted = False, None
     return blocks

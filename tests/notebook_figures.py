@@ -68,8 +68,8 @@ class Allowed:
     why: str
 
     def __str__(self) -> str:
-        where = f"cell {self.cell}" if self.cell is not None else "README"
-        return f"{self.notebook} {where}: {self.figure!r} {self.why}"
+        where = f" cell {self.cell}" if self.cell is not None else ""
+        return f"{self.notebook}{where}: {self.figure!r} {self.why}"
 
 
 def notebook_name(path: Path) -> str:
@@ -233,12 +233,12 @@ def grouped(findings: list[Finding]) -> str:
 
 
 def main(root: Path) -> int:
-    from readme_figures import check_readme
+    from readme_figures import check_readme, readme_allowed
 
     notebooks = sorted((root / "notebooks").glob("*.ipynb"))
     findings = [f for nb in notebooks for f in check_notebook(nb)] + check_readme(root / "README.md", root)
     print(grouped(findings) or "no findings")
-    for allowed in (a for nb in notebooks for a in allowed_figures(nb)):
+    for allowed in [a for nb in notebooks for a in allowed_figures(nb)] + readme_allowed(root / "README.md")[0]:
         print(allowed)
     print(f"{len(findings)} findings")
     return 1 if findings else 0

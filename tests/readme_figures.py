@@ -4,9 +4,10 @@ What it covers. The README is read block by block (paragraphs, list items, table
 into topics: a heading or a paragraph that opens with a bold title ("**Routing quality on real
 bug reports** ...") starts one. A block's sources are every notebook ("notebook 06",
 `notebooks/06_...ipynb`) and results path (`results/hybrid/`, `results/production/frontier.csv`)
-it names or a block before it in its topic names; a folder (or the README.md of one) stands for its .csv, .json and .md files
-(not the .gz raw data) and the README.md files of the folders above it under results/. Each measured figure (`figure_text`) of
-a topic with sources must be held by one of them:
+it names or a block before it in its topic names; a folder (or the README.md of one) stands
+for its .csv, .json and .md files (not the .gz raw data) and the README.md files of the folders
+above it under results/. Each measured figure (`figure_text`) of a block with sources must be
+held by one of them:
 
 - a notebook: its outputs, as in `notebook_figures`;
 - a CSV file: its cells, a bare number read in the unit its column's name ends with (`p50_ms`);
@@ -20,8 +21,10 @@ names the row's label (the first word of its first cell): a README row may join 
 What it does not cover: blocks that no source precedes in their topic (counted by
 `readme_coverage`), figures typed in the sources themselves, and figures a source holds by
 coincidence (a large CSV holds many numbers; a wrong figure that rounds to one of them passes).
-Figures quoted from outside are allowed by a comment on the line before their block (or table):
-`<!-- figures {"quoted": {"10 ms": "the article series' latency claim"}} -->`.
+Figures quoted from outside are allowed by a comment on the line before their block (or table),
+with the keys of a notebook cell's figures metadata (`notebook_figures`):
+`<!-- figures {"quoted": {"10 ms": "the article series' latency claim"}} -->`. `readme_allowed`
+lists them with their reasons; one the block does not state, or one without a reason, is a finding.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from pathlib import Path
 import nbformat
 
 from figure_text import Figure, column_unit, find_figures, holds, numbers_in, prose_blocks
-from notebook_figures import Finding, notebook_name, output_texts, quoted_figures, same_figure
+from notebook_figures import Allowed, Finding, notebook_name, output_texts, quoted_figures, same_figure
 
 NOTEBOOK_REF = re.compile(r"\b[Nn]otebooks?[ /](\d\d)\b")
 RESULTS_REF = re.compile(r"\bresults/[\w./-]*[\w/]")
@@ -155,7 +158,7 @@ def _names(paths: list, root: Path) -> str:
 def check_block(block, rows, name: str, root: Path, paths: list[Path]) -> list[Finding]:
     """Findings for one block's figures against its topic's source rows (a range's two ends make
     one finding)."""
-    quoted, bad = quoted_figures(block.quoted, (name, None))
+    quoted, _ = quoted_figures(block.quoted, (name, None))  # malformed comments: readme_allowed
     keys = [f for key in quoted for f in find_figures(key)]
     figures = [f for f in find_figures(block.text) if not any(same_figure(f, k) for k in keys)]
     missing = {}
@@ -174,16 +177,37 @@ def check_block(block, rows, name: str, root: Path, paths: list[Path]) -> list[F
     for figure in figures:
         if holds(pool, figure) is None:
             missing.setdefault(figure.written, why)
-    return [Finding(f.notebook, None, f.figure, f.why, block.line + 1) for f in bad] + \
-        [Finding(name, None, written, reason, block.line + 1) for written, reason in missing.items()]
+    return [Finding(name, None, written, reason, block.line + 1) for written, reason in missing.items()]
+
+
+def readme_allowed(path) -> tuple[list[Allowed], list[Finding]]:
+    """Every figure a README's figures comments allow, with its reason, and a finding for each one
+    that the block (or table) after its comment does not state."""
+    path = Path(path)
+    groups: dict[int, tuple[dict, list]] = {}
+    for block in prose_blocks(path.read_text()):
+        if block.quoted is not None:
+            groups.setdefault(id(block.quoted), (block.quoted, []))[1].append(block)
+    allowed, stale = [], []
+    for meta, blocks in groups.values():
+        good, bad = quoted_figures(meta, (path.name, None))
+        stale += [Finding(f.notebook, None, f.figure, f.why, blocks[0].line + 1) for f in bad]
+        stated = [f for b in blocks for f in find_figures(b.text)]
+        for key, why in good.items():
+            allowed.append(Allowed(path.name, None, key, why))
+            if not any(same_figure(f, k) for k in find_figures(key) for f in stated):
+                stale.append(Finding(path.name, None, key, "allowed in the comment before this block, but the block "
+                                     "does not state it", blocks[0].line + 1))
+    return allowed, stale
 
 
 def check_readme(path, root, notebooks=None) -> list[Finding]:
     """Every finding of a README against the sources it names (see the module's docstring)."""
     path, root = Path(path), Path(root)
     notebooks = Path(notebooks) if notebooks else root / "notebooks"
-    return [finding for block, paths in with_sources(prose_blocks(path.read_text()), root, notebooks) if paths
-            for finding in check_block(block, rows_of(paths), path.name, root, paths)]
+    return readme_allowed(path)[1] + [
+        finding for block, paths in with_sources(prose_blocks(path.read_text()), root, notebooks) if paths
+        for finding in check_block(block, rows_of(paths), path.name, root, paths)]
 
 
 def readme_coverage(path, root, notebooks=None) -> tuple[int, int]:
