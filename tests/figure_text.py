@@ -57,6 +57,7 @@ NUMBER = re.compile(r"(?<![\w.])(?P<sign>[+−-])?(?P<a>" + NUM + r")(?![\d]|\.\
 COLUMN_UNITS = {"ns": "ns", "us": "us", "µs": "µs", "ms": "ms", "s": "s", "seconds": "s", "mb": "MB", "mib": "MiB",
                 "bytes": "bytes"}
 LABEL_UNIT = re.compile(r"(?<![\w])(ns|µs|μs|us|ms|seconds|minutes|min|hours|bytes|MB|MiB|KiB|kB|GB)(?![\w])")
+SHARED = re.compile(r"\s*(?:against|/|vs\.?|versus)\s*")
 LICENCE = re.compile(r"\b(?:CC[- ]BY(?:[- ]SA)?|Apache|(?:L|A)?GPL(?:v\d)?|MPL)[- ]?$", re.IGNORECASE)
 VERSIONED = {"python", "version", "versions", "release", "v", "chroma", "chromadb", "qdrant", "qdrant-edge",
              "pip", "nbformat", "sqlite"}
@@ -155,10 +156,23 @@ def find_figures(text: str) -> list[Figure]:
             value, unit = (0.5 if match["half"] else 1.5), ("minute" if "minute" in words else
                                                            "hour" if "hour" in words else "second")
         written = match.group(0).strip()
-        text = match.group(0)[len(match["approx"] or ""):].strip()
+        phrase = match.group(0)[len(match["approx"] or ""):].strip()
         decimals = 0 if float(value).is_integer() else 1
-        found.append(Figure(text, float(value), "time", UNITS[unit][1], decimals, match.start(), written))
-    return sorted(found, key=lambda f: f.start)
+        found.append(Figure(phrase, float(value), "time", UNITS[unit][1], decimals, match.start(), written))
+    return shared_units(text, sorted(found, key=lambda f: f.start))
+
+
+def shared_units(text: str, figures: list[Figure]) -> list[Figure]:
+    """Bare numbers that share the unit of the figure after them ("1.3 against 4.1 ms",
+    "12.0 / 13.5 ops/s") take that unit."""
+    out = list(figures)
+    for i in range(len(out) - 2, -1, -1):
+        first, second = out[i], out[i + 1]
+        end = first.start + len(first.text)
+        if first.family == "number" and second.family != "number" and not first.in_range \
+                and SHARED.fullmatch(text[end:second.start]):
+            out[i] = dataclasses.replace(first, family=second.family, factor=second.factor)
+    return out
 
 
 def column_unit(name: str) -> tuple | None:
@@ -222,24 +236,20 @@ def round_figure(figure: Figure) -> bool:
 
 def readings(number: Figure, figure: Figure, columns: bool = False) -> list[tuple[float, float]]:
     """(value, resolution) pairs, in `figure`'s base unit, that a printed `number` may be read as:
-    its own value if it has a unit of the figure's family, or its value for a bare decimal; a bare
-    number in a table, in its column's unit only; another bare number as a decimal or a ratio
+    its own value if it has a unit of the figure's family; a bare number in a table, in its
+    column's unit only (so a p50_ms value is no recall); another bare number as a decimal or a ratio
     ("1.99" states "1.99x"), or as a share for a percentage ("0.45" states "45%"). A round figure
     with a unit is held only by a number printed with a unit of its family (with `columns`, also
     by one in a column that names such a unit)."""
-    if number.family == figure.family:
-        return [(number.base, number.resolution)]
-    if figure.family == "number":
-        return [(number.value, number.resolution)]  # "12.0 / 13.5 ops/s": a unit written once
     if number.family != "number":
-        return []
+        return [(number.base, number.resolution)] if number.family == figure.family else []
     if round_figure(figure) and figure.family != "number" and not (number.hints and columns):
         return []
     if number.hints:
         return [(number.value * factor, number.resolution * factor) for family, factor in number.hints
                 if family == figure.family]
     share = figure.family == "share" and number.decimals and abs(number.value) <= 1
-    if figure.family == "ratio" or share:
+    if figure.family in ("number", "ratio") or share:
         return [(number.value, number.resolution)]
     return []
 

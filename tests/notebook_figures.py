@@ -15,13 +15,13 @@ A learner reads a notebook top to bottom and takes its prose at its word. So a m
   An allowed figure that the cell no longer states, or one without a reason, is a finding too,
   and `allowed_figures()` lists every allowed figure with its reason (the tests print them all).
 
-One more rule covers figures code prints: a range printed as "A-B unit" right after a table with
-columns in that unit (`*_us`, `*_ms`, `*_s`, `*_min`: the cell's other outputs and the two code
-cells before it) summarises that table, so both ends must be among its values. This catches a
-summary computed over other rows than the ones it names.
+One more rule covers figures code prints: a range of times printed as "A-B unit" right after a
+table with columns in that unit (`router_added_us`, `p50_ms`, `build_s`: the cell's other
+outputs and those of the two code cells before it) summarises that table, so both ends must be
+among its values. This catches a summary computed over other rows than the ones it names.
 
 `check_notebook(path)` returns the findings of one notebook. Run this file to print every
-finding of notebooks/ and README.md (`readme_figures`), grouped by file, and every quoted figure.
+finding of notebooks/ and README.md (`readme_figures`), grouped by file, and every allowed figure.
 """
 from __future__ import annotations
 
@@ -35,11 +35,10 @@ from pathlib import Path
 
 import nbformat
 
-from figure_text import FIGURE, Figure, figures_of, find_figures, holds, numbers_in, prose_blocks
+from figure_text import FIGURE, Figure, column_unit, figures_of, find_figures, holds, numbers_in, prose_blocks
 
 OUTPUT_TYPES = ("text/plain", "text/markdown")
 KINDS = {"quoted": "quoted from outside the run", "parameters": "a parameter of the run"}
-COLUMN_SUFFIX = {1e-6: "us", 1e-3: "ms", 1.0: "s", 60.0: "min"}  # a time unit's factor -> its column suffix
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,8 @@ def assert_numbers(cell) -> list[Figure]:
 
 
 def quoted_figures(meta, where: tuple[str, int | None]) -> tuple[dict[str, str], list[Finding]]:
-    """The figures a cell's metadata (or a markdown comment) allows, {figure: "quoted: reason"},
-    and the findings its malformed entries make. Two kinds: `quoted`, a claim from outside the run
+    """The figures a cell's metadata (or a markdown comment) allows, {figure: "kind: reason"}, and
+    the findings its malformed entries make. Two kinds: `quoted`, a claim from outside the run
     (the article's target), and `parameters`, a setting of the run typed in the prose (an outage's
     kill time, a cell timeout)."""
     if meta is None:
@@ -161,11 +160,15 @@ def typed_findings(name: str, index: int, blocks, quoted: dict[str, str], pool, 
                 missing.setdefault(figure.written, []).append(figure)
     findings = []
     for written, figures in missing.items():
-        ends = "" if len(figures) == 1 or figures[0].written == figures[0].text else \
-            f" ({', '.join(f.text for f in figures)} of it)"
+        ends = f" (its end {figures[0].text})" if figures[0].in_range and len(figures) == 1 else ""
         findings.append(Finding(name, index, written, "typed, and neither an output of this notebook nor an "
                                 f"assert cell beside it holds it{ends}{nearest(pool, figures[0])}"))
     return findings, used
+
+
+def columns_in(text: str) -> set:
+    """The units the column names of a printed table carry (`p50_ms`, `router_added_us`)."""
+    return {unit for word in re.findall(r"\S*_\S+", text) if (unit := column_unit(word))}
 
 
 def range_findings(name: str, cells) -> list[Finding]:
@@ -178,20 +181,18 @@ def range_findings(name: str, cells) -> list[Finding]:
                 if match["b"] is None or match["unit"] is None:
                     continue
                 ends = [f for f in figures_of(match, measured_only=False) if f.family == "time"]
-                suffix = COLUMN_SUFFIX.get(ends[0].factor) if ends else None
-                column = re.compile(rf"\w_{suffix}\b(?<!_per_s)") if suffix else None
+                unit = ("time", ends[0].factor) if ends else None
                 tables = [(i, t) for i in code[max(0, pos - 2):pos + 1] for j, t in enumerate(output_texts(cells[i]))
-                          if (i, j) != (index, k) and column and column.search(t)]
+                          if unit and (i, j) != (index, k) and unit in columns_in(t)]
                 if not tables:
                     continue
-                unit = ("time", ends[0].factor)  # the table's bare numbers are in its columns' unit
-                values = [replace(f, hints=(unit,)) if f.family == "number" else f
+                values = [replace(f, hints=(unit,)) if f.family == "number" else f  # read in the columns' unit
                           for _, t in tables for f in numbers_in(t)]
                 if any(holds(values, end, columns=True) is None for end in ends):
                     shown = ", ".join(f"cell {i}" for i in dict.fromkeys(i for i, _ in tables))
                     findings.append(Finding(name, index, match.group(0).strip(),
-                                            f"printed range after a table of *_{suffix} columns ({shown}) "
-                                            "that does not hold its ends: it summarises other rows"))
+                                            f"printed range after a table in {match['unit']} ({shown}) that does "
+                                            "not hold its ends: it summarises other rows"))
     return findings
 
 

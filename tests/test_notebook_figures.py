@@ -104,6 +104,8 @@ def held(printed, figure):
     ("    index_s\n0    224.31", "224 s", True),  # ...unless its column names the unit
     ("     p50_ms\n0    224.31", "224 s", False),
     ("bytes spent on field names in every packet: 93", "93 bytes", True),  # or its label does
+    ("p50 1.34 ms", "1.3 against 4.1 ms", True),  # a unit written once for two figures
+    ("recall 1.3", "1.3 against 4.1 ms", False),
 ])
 def test_holds_compares_numbers_at_the_precision_written(printed, figure, expected):
     assert held(printed, figure) is expected
