@@ -139,3 +139,18 @@ def test_the_failover_timeline_draws_the_store_in_its_own_look():
     assert colours["error (5)"][0] == "#000000"
     assert fig.axes[0].get_yscale() == "log" and "chroma-server" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_the_failover_timeline_draws_into_a_callers_axes():
+    fig, (left, right) = plt.subplots(1, 2)
+    ops = pd.DataFrame({"start": [0.0, 1.0], "latency": [0.01, 0.02], "kind": ["deposit", "query"],
+                        "outcome": ["ok", "ok"], "node": ["a", "b"]})
+    events = pd.DataFrame({"t": [], "event": [], "outage": []})
+    assert timeline_plot(ops, events, ax=right, store="qdrant-cluster") is fig
+    labels = right.get_legend_handles_labels()[1]
+    assert labels == ["deposit ok via a", "query ok via b"]  # two nodes answered: one shade each
+    deposit, query = right.collections[:2]
+    node_a, node_b = to_hex(deposit.get_facecolor()[0]), to_hex(query.get_edgecolor()[0])
+    assert node_a != node_b and style_of("qdrant-server")["color"] not in (node_a, node_b)  # shades of it
+    assert deposit.get_paths()[0].vertices.shape == query.get_paths()[0].vertices.shape  # one marker
+    plt.close(fig)

@@ -66,7 +66,7 @@ def legend_entries(axes) -> tuple[list, list]:
     return handles, labels
 
 
-def finish(fig, axes, handles: list, labels: list, path, **legend):
+def finish(fig, handles: list, labels: list, path, **legend):
     """The legend above the panels, in room the figure's constrained layout keeps for it (so it
     covers no data), and the PNG at `path` if given."""
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 5), frameon=False, **legend)
@@ -98,7 +98,7 @@ def plot_latency_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None
             ax.plot(ns, y0 * np.log(ns) / np.log(n0), "-.", color="grey", lw=1, label="∝ log N")
         log_axis(ax, "y")
         ax.set_ylabel(f"{column.replace('_ms', '')} query latency (ms)")
-    return finish(fig, axes, *legend_entries(axes), path)
+    return finish(fig, *legend_entries(axes), path)
 
 
 def plot_recall_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None):
@@ -115,7 +115,7 @@ def plot_recall_vs_n(table: pd.DataFrame, path: str | os.PathLike | None = None)
         ax.axhline(0.99, color="grey", ls="--", lw=1, label="0.99")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("recall@10 vs exact search")
-    return finish(fig, axes, *legend_entries(axes), path, fontsize=8)
+    return finish(fig, *legend_entries(axes), path, fontsize=8)
 
 
 def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None = None):
@@ -146,4 +146,4 @@ def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None =
         ax.set_title(panel_title(filtered))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")
-    return finish(fig, axes, *legend_entries(axes), path, fontsize=8)
+    return finish(fig, *legend_entries(axes), path, fontsize=8)

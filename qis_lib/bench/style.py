@@ -17,6 +17,7 @@ Black and greys are left for what is no store (the exact-search floor, guide lin
 """
 from __future__ import annotations
 
+import math
 import zlib
 
 MUTED = {"indigo": "#332288", "cyan": "#88ccee", "teal": "#44aa99", "green": "#117733", "olive": "#999933",
@@ -76,25 +77,24 @@ def short_count(n: float) -> str:
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
-    """Ticks for a log axis from `lo` to `hi`: over less than a decade or so, 1, 1.5, 2, 3, ... 8;
-    else 1-2-5 in each decade when that gives at most `max_ticks`, else 1-3, else one per decade
-    (every second or third decade over a wide span); over a span too narrow for any of those, a few
-    evenly spaced round values (matplotlib's MaxNLocator)."""
-    import math
+    """Ticks for a log axis from `lo` to `hi`: over about a decade, 1, 1.5, 2, 3, ... 8 in it; over
+    more, 1-2-5 in each decade when that gives at most `max_ticks`, else 1-3, else one a decade
+    (every second or third decade over a wide span); over a span too narrow for any of those, a
+    few evenly spaced round values (matplotlib's MaxNLocator)."""
+    from matplotlib.ticker import MaxNLocator
 
     if not (lo > 0 and hi > lo):
         raise ValueError(f"log_ticks needs 0 < lo < hi, got lo={lo!r}, hi={hi!r}")
-    from matplotlib.ticker import MaxNLocator
-
     first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    for subs in ((1, 1.5, 2, 3, 4, 5, 6, 7, 8), (1, 2, 5), (1, 3), (1,)):
-        ticks = [float(f"{m}e{e}") for e in range(first, last + 1) for m in subs if lo <= float(f"{m}e{e}") <= hi]
-        if 3 <= len(ticks) <= max_ticks or (len(subs) < 9 and len(ticks) <= max_ticks):
-            break
-    else:
-        step = math.ceil((last - first + 1) / max_ticks)
-        ticks = [float(f"1e{e}") for e in range(first, last + 1, step) if lo <= float(f"1e{e}") <= hi]
-    if len(ticks) < 2:  # a span narrower than the steps above: evenly spaced round values
+
+    def at(subs, step=1):
+        return [float(f"{m}e{e}") for e in range(first, last + 1, step) for m in subs if lo <= float(f"{m}e{e}") <= hi]
+
+    ticks = at((1, 1.5, 2, 3, 4, 5, 6, 7, 8))
+    if not 3 <= len(ticks) <= max_ticks:
+        ticks = next((t for t in (at((1, 2, 5)), at((1, 3)), at((1,))) if len(t) <= max_ticks), None) \
+            or at((1,), math.ceil((last - first + 1) / max_ticks))
+    if len(ticks) < 2:
         ticks = [float(t) for t in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= t <= hi]
     return ticks
 

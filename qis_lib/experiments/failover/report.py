@@ -157,8 +157,8 @@ def timeline_plot(ops: pd.DataFrame, events: pd.DataFrame, ax=None, title: str |
                   store: str | None = None):
     """Latency of every operation against its start time, on a log axis: successful ones in the
     store's colour and marker (`qis_lib.bench.style`; deposits filled, queries hollow; one shade
-    per node when several answered), failures in black and timeouts in grey at their latency,
-    outages (kill until ready) shaded, restarts dashed."""
+    per node when several answered; dark grey circles when no store is named), failures in black
+    and timeouts in grey at their latency, outages (kill until ready) shaded, restarts dashed."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -197,4 +197,6 @@ def timeline_plot(ops: pd.DataFrame, events: pd.DataFrame, ax=None, title: str |
     ax.set_title(f"{title} ({store})" if title and store and store not in title else title or store or "")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if fig.get_layout_engine() is None:  # the caller's figure: make room for the legend beside it
+        fig.tight_layout()
     return fig
