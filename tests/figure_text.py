@@ -227,11 +227,12 @@ def numbers_in(text: str) -> list[Figure]:
 
 def round_figure(figure: Figure) -> bool:
     """One significant digit as written ("10 ms", "0.5", "20%", "300 s", "six hours"): a target, a
-    parameter or an approximation, which any busy table holds by chance once rounded."""
+    parameter or an approximation, which any busy table holds by chance once rounded. A bare
+    decimal written to two places or more ("0.03", "0.002") is a measurement rounded, not round."""
     number = re.search(r"\d[\d,]*(?:\.\d+)?", figure.text)
     whole, _, frac = (number.group(0).replace(",", "") if number else f"{abs(figure.value):g}").partition(".")
     significant = (whole + frac).lstrip("0") if frac else whole.lstrip("0").rstrip("0")
-    return len(significant) <= 1
+    return len(significant) <= 1 and not (figure.family == "number" and len(frac) >= 2)
 
 
 def readings(number: Figure, figure: Figure, columns: bool = False) -> list[tuple[float, float]]:

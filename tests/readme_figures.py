@@ -28,6 +28,7 @@ lists them with their reasons; one the block does not state, or one without a re
 """
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
@@ -51,19 +52,24 @@ LABEL = re.compile(r"[A-Za-z][\w-]*")  # a table row's label: the first word of 
 @cache
 def notebook_rows(path: Path) -> tuple:
     """(where, table, line text, figures) for every line of every output of a notebook; `table`
-    names the output it is in."""
+    names the output it is in. A line's bare numbers carry the units of their table's columns."""
     cells = nbformat.read(path, as_version=4).cells
-    return tuple((f"{notebook_name(path)} cell {i}", (path, i, k), line, tuple(numbers_in(line)))
-                 for i, cell in enumerate(cells) for k, text in enumerate(output_texts(cell)) for line in _lines(text))
+    return tuple((f"{notebook_name(path)} cell {i}", (path, i, k), line, figures)
+                 for i, cell in enumerate(cells) for k, text in enumerate(output_texts(cell))
+                 for line, figures in _lines(text))
 
 
-def _lines(text: str) -> list[str]:
-    """An output's lines; a table pandas wrapped into blocks of columns gets its blocks joined back."""
-    lines = text.split("\n")
+def _lines(text: str) -> list[tuple[str, tuple]]:
+    """An output's lines with their numbers; a table pandas wrapped into blocks of columns gets its
+    blocks joined back into rows."""
     blocks = [b.split("\n") for b in text.split("\n\n")]
-    if len(blocks) > 1 and len({len(b) for b in blocks}) == 1 and lines[0].rstrip().endswith("\\"):
-        return ["  ".join(parts).replace("\\", " ") for parts in zip(*blocks)]
-    return lines
+    if len(blocks) > 1 and len({len(b) for b in blocks}) == 1 and text.split("\n")[0].rstrip().endswith("\\"):
+        return [(line, tuple(numbers_in(line))) for line in ("  ".join(p).replace("\\", " ") for p in zip(*blocks))]
+    starts = [m.start() for m in re.finditer(r"^", text, re.MULTILINE)]
+    by_line = defaultdict(list)
+    for figure in numbers_in(text):
+        by_line[bisect.bisect_right(starts, figure.start) - 1].append(figure)
+    return [(line, tuple(by_line[n])) for n, line in enumerate(text.split("\n"))]
 
 
 def _hinted(value: str, column: str) -> tuple:
@@ -85,32 +91,33 @@ def _hinted(value: str, column: str) -> tuple:
 def file_rows(path: Path) -> tuple:
     """(where, table, line text, figures) for every row of a CSV file, every object of a JSON file
     or every line of a markdown file; `table` is the file."""
-    where = path
     if path.suffix == ".csv":
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
         header = rows[0] if rows else []
-        return tuple((where, path, ",".join(row), tuple(x for column, value in zip(header, row)
-                                                        for x in _hinted(value, column))) for row in rows[1:])
+        return tuple((path, path, ",".join(row), tuple(x for column, value in zip(header, row)
+                                                      for x in _hinted(value, column))) for row in rows[1:])
     if path.suffix == ".json":
         out = []
 
-        def walk(node, key=""):
+        def walk(node, key=""):  # one row per object (its plain values), one per plain list item
             if isinstance(node, dict):
-                leaves = [x for k, v in node.items() if not isinstance(v, (dict, list)) for x in _hinted(str(v), k)]
-                out.append((where, path, json.dumps({k: v for k, v in node.items()
-                                                     if not isinstance(v, (dict, list))})[:200], tuple(leaves)))
+                plain = {k: v for k, v in node.items() if not isinstance(v, (dict, list))}
+                out.append((path, path, json.dumps(plain)[:200],
+                            tuple(x for k, v in plain.items() for x in _hinted(str(v), k))))
                 for k, v in node.items():
                     if isinstance(v, (dict, list)):
                         walk(v, k)
             elif isinstance(node, list):
                 for item in node:
-                    walk(item, key) if isinstance(item, (dict, list)) else \
-                        out.append((where, path, str(item), _hinted(str(item), key)))
+                    if isinstance(item, (dict, list)):
+                        walk(item, key)
+                    else:
+                        out.append((path, path, str(item), _hinted(str(item), key)))
 
         walk(json.loads(path.read_text()))
         return tuple(out)
-    return tuple((where, path, line, tuple(numbers_in(line))) for line in path.read_text().splitlines())
+    return tuple((path, path, line, tuple(numbers_in(line))) for line in path.read_text().splitlines())
 
 
 def sources_in(raw: str, root: Path, notebooks: Path) -> list[Path]:

@@ -99,6 +99,8 @@ def held(printed, figure):
     ("CI 0.727-0.780", "0.78", False),  # an interval's end is not a figure of its own
     ("p99 10.245 ms", "sub-10 ms", False),  # a round figure needs that very value
     ("target 10.0 ms", "sub-10 ms", True),
+    ("score 0.531", "cosine >= 0.5", False),  # 0.5 is round: a threshold, not a rounded score
+    ("recall 0.029", "recall 0.03", True),  # two decimals written: a measurement, rounded
     ("speedup 1.99", "1.99x", True),
     ("224", "224 s", False),  # a bare number is no time...
     ("    index_s\n0    224.31", "224 s", True),  # ...unless its column names the unit
