@@ -366,20 +366,20 @@ class OnnxEmbedder:
         # ONNX Runtime for the cores, and it warns after any fork. About 40 us a text.
         return [self.tokenizer.encode(text).ids for text in texts]
 
-    def batches(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-        """The row numbers of each batch, in the order they run."""
-        order = list(range(len(token_ids)))
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """The row numbers of each batch, in the order they run, for texts of these token counts."""
+        order = list(range(len(lengths)))
         if self.config.sort_by_length:
             # Longest first, then batches of neighbours: little padding, and the slowest
             # batch is seen first.
-            order.sort(key=lambda i: -len(token_ids[i]))
+            order.sort(key=lambda i: -lengths[i])
         size = self.config.batch_size
         return [order[start:start + size] for start in range(0, len(order), size)]
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         token_ids = self.token_ids(texts)
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        for rows in self.batches(token_ids):
+        for rows in self.batches([len(ids) for ids in token_ids]):
             vectors[rows] = self._run([token_ids[i] for i in rows])
         return vectors
 
