@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from ..embedders import SERVICE_EMBEDDER
 from ..stores.http import API_KEY_HEADER
 from .app import DEFAULT_MAX_BODY
 
@@ -24,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--api-key", default=os.environ.get("QIS_API_KEY"),
                         help=f"require this key in the {API_KEY_HEADER} header (default: $QIS_API_KEY, else none)")
-    parser.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
+    parser.add_argument("--embedder", default=SERVICE_EMBEDDER,
+                        help="embedder backend (default: qis_lib.embedders.SERVICE_EMBEDDER, else the fastest installed)")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
                         help="larger request bodies are refused with 413 (default: %(default)s)")
     parser.add_argument("--max-namespaces", type=int, default=64)
