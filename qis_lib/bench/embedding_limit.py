@@ -288,15 +288,10 @@ def _list(kind, choices=None):
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
         wrong = [v for v in out if choices is not None and v not in choices]
         if not out or wrong:
-            raise argparse.ArgumentTypeError(f"got {text!r}; choose from {', '.join(map(str, choices or ()))}")
+            raise argparse.ArgumentTypeError(f"got {text!r}; choose from {', '.join(map(str, choices))}"
+                                             if choices else f"expected at least one value, got {text!r}")
         return list(dict.fromkeys(out))
     return parse
-
-
-def on_off(text: str) -> bool:
-    if text not in ("on", "off"):
-        raise ValueError(text)
-    return text == "on"
 
 
 def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
@@ -310,8 +305,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     parser.add_argument("--precision", type=_list(str, ("fp32", "int8")), default=["fp32", "int8"])
     parser.add_argument("--threads", type=_list(int), default=[1, 2], help="intra-op threads (default 1,2)")
     parser.add_argument("--batch-sizes", type=_list(int), default=list(BATCH_SIZES))
-    parser.add_argument("--sort", type=_list(on_off), default=[True, False], help="length sorting: on,off")
-    parser.add_argument("--io-binding", type=_list(on_off), default=[False, True], help="off,on")
+    parser.add_argument("--sort", type=_list(str, ("on", "off")), default=["on", "off"], help="length sorting")
+    parser.add_argument("--io-binding", type=_list(str, ("on", "off")), default=["off", "on"])
     parser.add_argument("--optimization", type=_list(str, tuple(OPTIMIZATION_LEVELS)),
                         default=["basic", "extended", "all"])
     parser.add_argument("--execution-mode", type=_list(str, tuple(EXECUTION_MODES)), default=["sequential"])
@@ -322,8 +317,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
         if getattr(args, option) < (0 if option == "texts" else 1):
             parser.error(f"--{option} must be >= {0 if option == 'texts' else 1}, got {getattr(args, option)}")
     try:
-        configs = grid(args.precision, args.threads, args.batch_sizes, args.sort, args.io_binding,
-                       args.optimization, args.execution_mode)
+        configs = grid(args.precision, args.threads, args.batch_sizes, [v == "on" for v in args.sort],
+                       [v == "on" for v in args.io_binding], args.optimization, args.execution_mode)
     except ValueError as exc:
         parser.error(str(exc))
     table, record = run(configs, texts=args.texts or None, rounds=args.rounds, seed=args.seed,
