@@ -459,6 +459,11 @@ def test_limit_rows_have_the_documented_columns(onnx_fp32, onnx_int8, reference,
     for sort, order in ((False, tokens), (True, sorted(tokens, reverse=True))):  # padded tokens by hand
         computed = sum(len(order[i:i + 3]) * max(order[i:i + 3]) for i in range(0, len(order), 3))
         np.testing.assert_allclose(by_batch.loc[(slice(None), 3, sort), "padding"], computed / sum(tokens) - 1)
+    in_calls = limit.measure(configs[1:2], some, reference.encode(some), rounds=1, call_size=4)
+    assert configs[1].batch_size == 3 and configs[1].sort_by_length and in_calls.loc[0, "call_size"] == 4 and table.loc[0, "call_size"] == 7
+    calls = [sorted(tokens[:4], reverse=True), sorted(tokens[4:], reverse=True)]  # sorted within each call
+    computed = sum(len(c[i:i + 3]) * max(c[i:i + 3]) for c in calls for i in range(0, len(c), 3))
+    assert in_calls.loc[0, "padding"] == pytest.approx(computed / sum(tokens) - 1)
     assert table["qualifies"].tolist() == (table["cosine_min"] >= limit.THRESHOLD).tolist()
     assert table[table["precision"] == "fp32"]["qualifies"].all()
     best = limit.fastest_qualifying(table)

@@ -6,9 +6,11 @@ Every configuration (the product of the option lists given: precision, intra-op 
 execution mode, batch size, length sorting, IO binding, graph optimization level; see
 `OnnxConfig`) embeds the same GitBugs problem texts (`load_gitbugs()` packets' problem
 descriptions, the text the router embeds: summary and description up to 512 bytes), a
-seeded sample of --texts of them, text cache off, after a warm-up. Configurations take
-turns, in a new shuffled order each of --rounds rounds; a row's time is its best round
-(the one least disturbed by anything else on the machine).
+seeded sample of --texts of them, text cache off, after a warm-up. All texts go to the
+embedder in one call, or in calls of --call-size texts (what a service that gathers that
+many requests at once hands it: sorting then sees only one call's texts). Configurations
+take turns, in a new shuffled order each of --rounds rounds; a row's time is its best
+round (the one least disturbed by anything else on the machine).
 
 FLOPs per text (a multiply-add is 2), for a text of n word pieces ([CLS] and [SEP]
 counted) through L layers of hidden size d and feed-forward size f (all-MiniLM-L6-v2:
@@ -65,7 +67,7 @@ PEAK_ROWS = (512, 2048, 8192)
 SESSION_OPTIONS = ("quantize", "threads", "optimization", "execution_mode", "inter_op_threads")
 COLUMNS = ("label", "precision", *(f.name for f in dataclasses.fields(OnnxConfig)), "texts", "tokens_mean",
            "padding", "seconds", "texts_per_s", "tokens_per_s", "gflop_per_text", "gflops", "peak_gflops",
-           "share_of_peak", "cosine_min", "cosine_mean", "qualifies", "rounds")
+           "share_of_peak", "cosine_min", "cosine_mean", "qualifies", "rounds", "call_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +184,19 @@ def _embedders(configs: Sequence[OnnxConfig]) -> dict[OnnxConfig, OnnxEmbedder]:
 
 
 def measure(configs: Sequence[OnnxConfig], texts: Sequence[str], reference: np.ndarray, rounds: int = 2,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, call_size: int | None = None) -> pd.DataFrame:
     """One row per configuration (COLUMNS): speed, FLOPs and cosine to `reference` (one
-    vector per text); peak_gflops and share_of_peak are left NaN (run() fills them)."""
+    vector per text); peak_gflops and share_of_peak are left NaN (run() fills them).
+
+    call_size: texts per encode() call, cut in the given order (what a service that
+    gathers that many requests hands the embedder); None: all texts in one call, so
+    sorting sees all of them."""
     texts = list(texts)
-    if not texts or not configs or rounds < 1:
-        raise ValueError(f"need texts, configurations and rounds >= 1, got {len(texts)} texts, "
-                         f"{len(configs)} configurations, rounds={rounds!r}")
+    if not texts or not configs or rounds < 1 or (call_size is not None and call_size < 1):
+        raise ValueError(f"need texts, configurations, rounds >= 1 and call_size None or >= 1, got {len(texts)} "
+                         f"texts, {len(configs)} configurations, rounds={rounds!r}, call_size={call_size!r}")
+    step = call_size or len(texts)
+    calls = [slice(start, start + step) for start in range(0, len(texts), step)]
     if len(reference) != len(texts):
         raise ValueError(f"reference has {len(reference)} vectors for {len(texts)} texts")
     embedders = _embedders(configs)
@@ -203,13 +211,15 @@ def measure(configs: Sequence[OnnxConfig], texts: Sequence[str], reference: np.n
     for _ in range(rounds):
         for i in rng.permutation(len(configs)):
             config = configs[i]
+            embed = embedders[config].encode
             start = time.perf_counter()
-            vectors[config] = embedders[config].encode(texts)
+            vectors[config] = np.concatenate([embed(texts[call]) for call in calls])
             seconds[config].append(time.perf_counter() - start)
     rows = []
     for config in configs:
         embedder, best = embedders[config], min(seconds[config])
-        computed = sum(len(batch) * max(tokens[r] for r in batch) for batch in embedder.batches(tokens))
+        computed = sum(len(batch) * max(tokens[call][r] for r in batch)
+                       for call in calls for batch in embedder.batches(tokens[call]))
         cosine = np.sum(vectors[config] * reference, axis=1)
         precision = "int8" if config.quantize else "fp32"
         gflops = flops.sum() / best / 1e9
@@ -219,7 +229,8 @@ def measure(configs: Sequence[OnnxConfig], texts: Sequence[str], reference: np.n
                      "tokens_per_s": sum(tokens) / best, "gflop_per_text": float(flops.mean()) / 1e9,
                      "gflops": gflops, "peak_gflops": np.nan, "share_of_peak": np.nan,
                      "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
-                     "qualifies": bool(cosine.min() >= THRESHOLD), "rounds": rounds})
+                     "qualifies": bool(cosine.min() >= THRESHOLD), "rounds": rounds,
+                     "call_size": call_size or len(texts)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -244,14 +255,15 @@ def peaks_for(configs: Sequence[OnnxConfig], rows: Sequence[int] = PEAK_ROWS) ->
 
 
 def run(configs: Sequence[OnnxConfig], texts: int | None = 512, rounds: int = 2, seed: int = 0,
-        peak_rows: Sequence[int] = PEAK_ROWS, check_all: bool = True) -> tuple[pd.DataFrame, dict]:
+        peak_rows: Sequence[int] = PEAK_ROWS, check_all: bool = True,
+        call_size: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Measure `configs` on a sample of GitBugs texts: (the table, what limit.json records)."""
     load_start = os.getloadavg()
     started = time.perf_counter()
     sample = gitbugs_texts(texts, seed)
     reference = SentenceTransformerEmbedder(cache_size=0).encode(sample)
     before = peaks_for(configs, peak_rows)
-    table = measure(configs, sample, reference, rounds=rounds, seed=seed)
+    table = measure(configs, sample, reference, rounds=rounds, seed=seed, call_size=call_size)
     after = peaks_for(configs, peak_rows)
     peak = {(b["threads"], b["precision"]): max(b["gflops"], a["gflops"]) for b, a in zip(before, after)}
     table["peak_gflops"] = [peak[(t, p)] for t, p in zip(table["threads"], table["precision"])]
@@ -266,7 +278,7 @@ def run(configs: Sequence[OnnxConfig], texts: int | None = 512, rounds: int = 2,
                   "all_texts": full_check(config, gitbugs_texts()) if check_all else None,
                   "is_the_default": config == DEFAULT_CONFIG}
     record = {
-        "texts": len(sample), "seed": seed, "rounds": rounds, "threshold": THRESHOLD,
+        "texts": len(sample), "seed": seed, "rounds": rounds, "call_size": call_size, "threshold": THRESHOLD,
         "model_shape": dataclasses.asdict(model_shape()),
         "flops_per_text": "L * (8 n d^2 + 4 n d f + 4 n^2 d), n = the text's word pieces",
         "peaks_before": before, "peaks_after": after, "fastest_qualifying": choice,
@@ -302,6 +314,8 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     parser.add_argument("--texts", type=int, default=512, help="GitBugs texts sampled (0: all 2,503; default 512)")
     parser.add_argument("--rounds", type=int, default=2, help="turns over the configurations (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--call-size", type=int, default=None,
+                        help="texts per encode() call, as a service gathering that many requests would (default: all)")
     parser.add_argument("--precision", type=_list(str, ("fp32", "int8")), default=["fp32", "int8"])
     parser.add_argument("--threads", type=_list(int), default=[1, 2], help="intra-op threads (default 1,2)")
     parser.add_argument("--batch-sizes", type=_list(int), default=list(BATCH_SIZES))
@@ -313,16 +327,16 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     parser.add_argument("--peak-rows", type=_list(int), default=list(PEAK_ROWS), help="MatMul rows for the peak")
     parser.add_argument("--no-full-check", action="store_true", help="skip the choice's check on every text")
     args = parser.parse_args(argv)
-    for option in ("texts", "rounds"):
-        if getattr(args, option) < (0 if option == "texts" else 1):
-            parser.error(f"--{option} must be >= {0 if option == 'texts' else 1}, got {getattr(args, option)}")
+    for option, least in (("texts", 0), ("rounds", 1), ("call_size", 1)):
+        if getattr(args, option) is not None and getattr(args, option) < least:
+            parser.error(f"--{option.replace('_', '-')} must be >= {least}, got {getattr(args, option)}")
     try:
         configs = grid(args.precision, args.threads, args.batch_sizes, [v == "on" for v in args.sort],
                        [v == "on" for v in args.io_binding], args.optimization, args.execution_mode)
     except ValueError as exc:
         parser.error(str(exc))
     table, record = run(configs, texts=args.texts or None, rounds=args.rounds, seed=args.seed,
-                        peak_rows=args.peak_rows, check_all=not args.no_full_check)
+                        peak_rows=args.peak_rows, check_all=not args.no_full_check, call_size=args.call_size)
     record = {"command": shlex.join(["python", "-m", "qis_lib.bench.embedding_limit", *argv]),
               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "machine": machine_info(), **record}
