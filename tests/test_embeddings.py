@@ -490,7 +490,7 @@ def test_limit_command_writes_its_rows_and_context(cache_dir, tmp_path, capsys):
 
 
 def test_full_check_covers_every_text_given(cache_dir, texts):
-    check = limit.full_check(onnx_embedder.OnnxConfig(threads=1), texts[:4])
+    check = limit.full_check(replace(onnx_embedder.DEFAULT_CONFIG, threads=1), texts[:4])
     assert check["texts"] == 4 and check["cosine_min"] >= 0.999 and check["qualifies"]
 
 

@@ -11,7 +11,7 @@ time. It runs two ways:
 
 The ONNX embedder's knobs (threads, batch size, length sorting, IO binding, graph
 optimization level, execution mode) are options of `OnnxEmbedder` (`OnnxConfig`); its
-defaults are `DEFAULT_CONFIG`, chosen by `python -m qis_lib.bench.embedding_limit`.
+defaults are `DEFAULT_CONFIG` (onnx_config.py), chosen by `python -m qis_lib.bench.embedding_limit`.
 
 `get_embedder()` with no name picks the fastest one installed and logs which.
 `HashEmbedder` is a tiny deterministic stand-in for fast unit tests; notebooks and

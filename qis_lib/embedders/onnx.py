@@ -22,7 +22,7 @@ import os
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +31,7 @@ import numpy as np
 from ..paths import cache_dir
 from .base import MODEL_NAME, check_texts, model_path, normalise
 from .cache import CACHE_SIZE, EmbeddingCache
+from .onnx_config import DEFAULT_CONFIG, EXECUTION_MODES, OPTIMIZATION_LEVELS, RUN_OPTIONS, OnnxConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,91 +182,14 @@ def ensure_model(quantize: bool = False) -> Path:
     return dest
 
 
-# What ONNX Runtime calls each graph optimization level and execution mode.
-OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                       "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
-EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-
-
-def _check_int(option: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{option} must be {'None or ' if allow_none else ''}an int >= 1, got {value!r}")
-
-
-def _check_choice(option: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{option} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class OnnxConfig:
-    """One way to run the model: the knobs of `OnnxEmbedder`, validated on creation.
-
-    quantize: int8 weights (dynamic quantization) instead of fp32.
-    threads: ONNX Runtime's intra-op threads (None: its default, one per core).
-    batch_size: texts per session run.
-    sort_by_length: order the texts of a call by token count before cutting batches, so
-        each batch is padded only to its own longest text; False pads each batch, cut in
-        the caller's order, to its longest.
-    io_binding: feed the inputs and take the output through `session.io_binding()`, the
-        output written straight into an array allocated here, instead of `session.run`.
-    optimization: ONNX Runtime's graph optimization level at load time, one of
-        OPTIMIZATION_LEVELS (the file is already fused by the BERT optimizer at export).
-    execution_mode, inter_op_threads: "parallel" runs independent graph nodes at once on
-        inter_op_threads threads; "sequential" (ONNX Runtime's default) one node at a time.
-    """
-
-    quantize: bool = False
-    threads: int | None = None
-    batch_size: int = 32
-    sort_by_length: bool = True
-    io_binding: bool = False
-    optimization: str = "all"
-    execution_mode: str = "sequential"
-    inter_op_threads: int | None = None
-
-    def __post_init__(self):
-        for option in ("quantize", "sort_by_length", "io_binding"):
-            if not isinstance(getattr(self, option), bool):
-                raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
-        _check_int("threads", self.threads, allow_none=True)
-        _check_int("batch_size", self.batch_size)
-        _check_int("inter_op_threads", self.inter_op_threads, allow_none=True)
-        _check_choice("optimization", self.optimization, tuple(OPTIMIZATION_LEVELS))
-        _check_choice("execution_mode", self.execution_mode, tuple(EXECUTION_MODES))
-        if self.inter_op_threads is not None and self.execution_mode != "parallel":
-            raise ValueError(f"inter_op_threads={self.inter_op_threads!r} needs execution_mode='parallel' "
-                             f"(ONNX Runtime uses inter-op threads only then), got {self.execution_mode!r}")
-
-    @property
-    def label(self) -> str:
-        """A short readable name, e.g. "fp32 threads=2 batch=32 sorted opt=all sequential"."""
-        parts = ["int8" if self.quantize else "fp32", f"threads={self.threads or 'auto'}", f"batch={self.batch_size}",
-                 "sorted" if self.sort_by_length else "unsorted", *(["io-binding"] if self.io_binding else []),
-                 f"opt={self.optimization}", self.execution_mode]
-        if self.inter_op_threads is not None:
-            parts.append(f"inter-op={self.inter_op_threads}")
-        return " ".join(parts)
-
-
-# The default, chosen as the fastest configuration whose vectors keep cosine >= 0.999 to
-# sentence-transformers on every GitBugs text: the benchmark prints it and records it in
-# results/embedding/limit.json (python -m qis_lib.bench.embedding_limit).
-# TODO-RESULT placeholder
-DEFAULT_CONFIG = OnnxConfig()
-# Options that change per call only, so with_options() can share one session.
-RUN_OPTIONS = ("batch_size", "sort_by_length", "io_binding")
-
-
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU). Thread-safe: ONNX Runtime sessions allow
     concurrent run() calls (each call here makes its own IO binding), the tokenizer is only
     read, and the cache is locked.
 
-    The options are those of `OnnxConfig` (defaults: DEFAULT_CONFIG); a bad value is a
-    ValueError naming the option and the value. `path` runs another ONNX file of the model.
+    The options are those of `OnnxConfig` (qis_lib/embedders/onnx_config.py), DEFAULT_CONFIG's
+    unless given; a bad value is a ValueError naming the option and the value. `path` runs
+    another ONNX file of the model.
 
     fp32 gives the sentence-transformers vectors (cosine >= 0.999). int8 is faster but
     looser (cosine to the reference about 0.99 on average), and its activations are
