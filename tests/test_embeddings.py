@@ -6,6 +6,7 @@ The ONNX models are exported once per test module into a temporary QIS_CACHE_DIR
 """
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -435,6 +436,9 @@ def test_grid_is_the_product_of_the_options():
         limit.grid(["fp16"])
     with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         limit.grid(batch_sizes=[0])
+    default = onnx_embedder.DEFAULT_CONFIG
+    assert limit.same_config(replace(default, threads=None), replace(default, threads=os.cpu_count()))
+    assert not limit.same_config(default, replace(default, batch_size=default.batch_size + 1))
 
 
 def test_matmul_peak_runs_the_models_shapes(cache_dir):
@@ -489,8 +493,8 @@ def test_limit_command_writes_its_rows_and_context(cache_dir, tmp_path, capsys):
     assert "choose from" in capsys.readouterr().err
 
 
-def test_full_check_covers_every_text_given(cache_dir, texts):
-    check = limit.full_check(replace(onnx_embedder.DEFAULT_CONFIG, threads=1), texts[:4])
+def test_full_check_covers_every_text_given(cache_dir, texts, reference):
+    check = limit.full_check(replace(onnx_embedder.DEFAULT_CONFIG, threads=1), texts[:4], reference)
     assert check["texts"] == 4 and check["cosine_min"] >= 0.999 and check["qualifies"]
 
 
