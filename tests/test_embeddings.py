@@ -1,5 +1,7 @@
-"""Embedders: the ONNX backend against the sentence-transformers reference, the text
-cache, backend choice, and the export's atomic write.
+"""Embedders: the ONNX backend against the sentence-transformers reference (every
+configuration the limit benchmark measures), the text cache, backend choice, the export's
+atomic write, and the commands that measure configurations and int8 (tiny sizes, no speed
+asserted).
 
 The ONNX models are exported once per test module into a temporary QIS_CACHE_DIR
 (about 10-30 s on 2 cores), so the export itself is tested on every run.
@@ -17,8 +19,8 @@ import pandas as pd
 import pytest
 
 from qis_lib import embedders as embeddings
-from qis_lib.bench.embedding import BACKENDS as BENCH_BACKENDS
 from qis_lib.bench import embedding_limit as limit
+from qis_lib.bench.embedding import BACKENDS as BENCH_BACKENDS
 from qis_lib.bench.embedding import measure, routing_ids
 from qis_lib.infra.seeds import load_seed_packets, seed_texts as real_texts
 from qis_lib.embedders import (CachedEmbedder, EmbeddingCache, HashEmbedder, check_texts, get_embedder,
