@@ -472,9 +472,22 @@ def test_limit_rows_have_the_documented_columns(onnx_fp32, onnx_int8, reference,
     assert in_calls.loc[0, "padding"] == pytest.approx(computed / sum(tokens) - 1)
     assert table["qualifies"].tolist() == (table["cosine_min"] >= limit.THRESHOLD).tolist()
     assert table[table["precision"] == "fp32"]["qualifies"].all()
-    best = limit.fastest_qualifying(table)
-    assert best["precision"] == "fp32" and best["texts_per_s"] == table[table["qualifies"]]["texts_per_s"].max()
-    assert limit.fastest_qualifying(table.assign(qualifies=False)) is None
+    best = limit.choose(table, configs)  # no reference given: no check on every text
+    fastest = table[table["qualifies"]].sort_values("texts_per_s").iloc[-1]
+    assert best["label"] == fastest["label"] and best["config"]["quantize"] is False and best["all_texts"] is None
+    assert limit.choose(table.assign(qualifies=False), configs) is None
+
+
+def test_choice_falls_to_the_next_when_the_full_check_fails(monkeypatch):
+    configs = limit.grid(["fp32"], [1], [1, 8, 16], [True], [False], ["all"])
+    table = pd.DataFrame({"label": [c.label for c in configs], "texts_per_s": [30.0, 50.0, 40.0],
+                          "qualifies": True, "cosine_min": 1.0})
+    checked = []
+    monkeypatch.setattr(limit, "gitbugs_texts", lambda: ["a text"])
+    monkeypatch.setattr(limit, "full_check", lambda config, texts, reference: checked.append(config.batch_size)
+                        or {"qualifies": config.batch_size != 8})
+    assert limit.choose(table, configs, reference=object())["config"]["batch_size"] == 16
+    assert checked == [8, 16]
 
 
 def test_limit_command_writes_its_rows_and_context(cache_dir, tmp_path, capsys):

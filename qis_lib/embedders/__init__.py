@@ -123,5 +123,5 @@ def get_embedder(backend: str | None = None) -> Embedder:
         return _cache[key]
 
 
-__all__ = ["BACKENDS", "DIM", "SERVICE_EMBEDDER", "MODEL_NAME", "CachedEmbedder", "Embedder", "EmbeddingCache", "HashEmbedder",
-           "check_texts", "get_embedder", "model_path", "normalise", "unavailable_reason"]
+__all__ = ["BACKENDS", "DIM", "MODEL_NAME", "SERVICE_EMBEDDER", "CachedEmbedder", "Embedder", "EmbeddingCache",
+           "HashEmbedder", "check_texts", "get_embedder", "model_path", "normalise", "unavailable_reason"]
