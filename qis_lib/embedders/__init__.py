@@ -9,6 +9,10 @@ time. It runs two ways:
   sentence-transformers (cosine >= 0.999), several times faster for one text.
 - "sentence-transformers": the reference path, through torch.
 
+The ONNX embedder's knobs (threads, batch size, length sorting, IO binding, graph
+optimization level, execution mode) are options of `OnnxEmbedder` (`OnnxConfig`); its
+defaults are `DEFAULT_CONFIG` (onnx_config.py), chosen by `python -m qis_lib.bench.embedding_limit`.
+
 `get_embedder()` with no name picks the fastest one installed and logs which.
 `HashEmbedder` is a tiny deterministic stand-in for fast unit tests; notebooks and
 benchmarks use the real model. Every real embedder keeps an LRU cache keyed by text,
@@ -55,6 +59,13 @@ BACKENDS: dict[str, Callable[..., Embedder]] = {
 # Fastest first. int8 is not here: it agrees with the reference less closely (see the
 # benchmark), so it is only used when asked for by name.
 PREFERENCE = ("onnx", "sentence-transformers")
+# The routing service's backend (python -m qis_lib.serve without --embedder). None: what
+# get_embedder() picks, the fastest installed fp32 backend. "onnx-int8" would serve int8
+# vectors (faster, a little further from the reference); it is the service's choice only if
+# python -m qis_lib.experiments.int8_recall, run alone on the machine, finds int8's recall@10
+# on the GitBugs duplicates within 0.01 of fp32's (results/embedding/int8.json). A store keeps
+# the vectors it was filled with: changing this means re-embedding the service's store.
+SERVICE_EMBEDDER: str | None = None
 _cache: dict[str, Embedder] = {}
 _cache_lock = threading.Lock()
 
@@ -112,5 +123,5 @@ def get_embedder(backend: str | None = None) -> Embedder:
         return _cache[key]
 
 
-__all__ = ["BACKENDS", "DIM", "MODEL_NAME", "CachedEmbedder", "Embedder", "EmbeddingCache", "HashEmbedder",
-           "check_texts", "get_embedder", "model_path", "normalise", "unavailable_reason"]
+__all__ = ["BACKENDS", "DIM", "MODEL_NAME", "SERVICE_EMBEDDER", "CachedEmbedder", "Embedder", "EmbeddingCache",
+           "HashEmbedder", "check_texts", "get_embedder", "model_path", "normalise", "unavailable_reason"]

@@ -12,6 +12,7 @@ attention-masked mean, then L2 normalisation, as sentence-transformers does.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -21,6 +22,7 @@ import os
 import tempfile
 import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +31,7 @@ import numpy as np
 from ..paths import cache_dir
 from .base import MODEL_NAME, check_texts, model_path, normalise
 from .cache import CACHE_SIZE, EmbeddingCache
+from .onnx_config import DEFAULT_CONFIG, EXECUTION_MODES, OPTIMIZATION_LEVELS, RUN_OPTIONS, OnnxConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +184,12 @@ def ensure_model(quantize: bool = False) -> Path:
 
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU). Thread-safe: ONNX Runtime sessions allow
-    concurrent run() calls, the tokenizer is only read, and the cache is locked.
+    concurrent run() calls (each call here makes its own IO binding), the tokenizer is only
+    read, and the cache is locked.
+
+    The options are those of `OnnxConfig` (qis_lib/embedders/onnx_config.py), DEFAULT_CONFIG's
+    unless given; a bad value is a ValueError naming the option and the value. `path` runs
+    another ONNX file of the model.
 
     fp32 gives the sentence-transformers vectors (cosine >= 0.999). int8 is faster but
     looser (cosine to the reference about 0.99 on average), and its activations are
@@ -189,12 +197,16 @@ class OnnxEmbedder:
     (cosine about 0.98 or more between a text alone and in a batch).
     """
 
-    def __init__(self, quantize: bool = False, batch_size: int = 32, threads: int | None = None,
-                 cache_size: int = CACHE_SIZE, path: str | os.PathLike | None = None):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    def __init__(self, quantize: bool = DEFAULT_CONFIG.quantize, batch_size: int = DEFAULT_CONFIG.batch_size,
+                 threads: int | None = DEFAULT_CONFIG.threads, cache_size: int = CACHE_SIZE,
+                 path: str | os.PathLike | None = None, *, sort_by_length: bool = DEFAULT_CONFIG.sort_by_length,
+                 io_binding: bool = DEFAULT_CONFIG.io_binding, optimization: str = DEFAULT_CONFIG.optimization,
+                 execution_mode: str = DEFAULT_CONFIG.execution_mode,
+                 inter_op_threads: int | None = DEFAULT_CONFIG.inter_op_threads):
+        self.config = config = OnnxConfig(
+            quantize=quantize, threads=threads, batch_size=batch_size, sort_by_length=sort_by_length,
+            io_binding=io_binding, optimization=optimization, execution_mode=execution_mode,
+            inter_op_threads=inter_op_threads)
         reason = unavailable_reason(quantize) if path is None else None
         if reason:
             raise ImportError(f"the onnx embedder cannot run here: {reason}")
@@ -205,7 +217,6 @@ class OnnxEmbedder:
         model_dir = model_path()
         self.path = Path(path) if path is not None else ensure_model(quantize)
         self.quantize = quantize
-        self.batch_size = batch_size
         self.max_length = _max_seq_length(model_dir)
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         # tokenizer.json ships with truncation at 128 and fixed padding to 128: use
@@ -214,15 +225,49 @@ class OnnxEmbedder:
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        if config.threads is not None:
+            options.intra_op_num_threads = config.threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[config.optimization])
+        options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[config.execution_mode])
+        if config.inter_op_threads is not None:
+            options.inter_op_num_threads = config.inter_op_threads
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
         unknown = set(self._inputs) - set(INPUTS)
         if unknown:
             raise ValueError(f"{self.path} wants inputs {sorted(unknown)}; expected some of {INPUTS}")
+        self._output = self.session.get_outputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.name = f"onnx:{MODEL_NAME}:{'int8' if quantize else 'fp32'}"
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    def with_options(self, cache_size: int = 0, **options) -> "OnnxEmbedder":
+        """The same session and tokenizer with other per-call options (RUN_OPTIONS) and a
+        cache of its own: another batch size, sorting or IO binding without loading the
+        model again."""
+        wrong = set(options) - set(RUN_OPTIONS)
+        if wrong:
+            raise ValueError(f"with_options takes only {', '.join(RUN_OPTIONS)} (the others need a new session), "
+                             f"got {', '.join(sorted(wrong))}")
+        other = copy.copy(self)
+        other.config = replace(self.config, **options)
+        other.cache = EmbeddingCache(cache_size)
+        return other
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The last hidden state, (batch, tokens, dim), for one padded batch."""
+        if not self.config.io_binding:
+            return self.session.run([self._output], feed)[0]
+        binding = self.session.io_binding()  # one per call: bindings are not shared between threads
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, array)
+        hidden = np.empty((*feed["input_ids"].shape, self.dim), dtype=np.float32)
+        binding.bind_output(self._output, "cpu", 0, np.float32, list(hidden.shape), hidden.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return hidden
 
     def _run(self, token_ids: list[list[int]]) -> np.ndarray:
         longest = max(len(ids) for ids in token_ids)
@@ -233,22 +278,32 @@ class OnnxEmbedder:
             attention_mask[row, :len(ids)] = 1
         feed = {"input_ids": input_ids, "attention_mask": attention_mask,
                 "token_type_ids": np.zeros_like(input_ids)}
-        hidden = self.session.run(None, {name: feed[name] for name in self._inputs})[0]
+        hidden = self._infer({name: feed[name] for name in self._inputs})
         # sentence-transformers' mean pooling: masked sum / max(token count, 1e-9).
-        mask = attention_mask[:, :, None].astype(np.float32)
-        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        mask = attention_mask.astype(np.float32)
+        pooled = np.einsum("btd,bt->bd", hidden, mask) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         return normalise(pooled)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The word pieces the model sees for each text ([CLS] and [SEP] included, truncated)."""
         # One by one rather than encode_batch: the tokenizer's own thread pool would fight
         # ONNX Runtime for the cores, and it warns after any fork. About 40 us a text.
-        token_ids = [self.tokenizer.encode(text).ids for text in texts]
-        # Longest first, then batches of neighbours: little padding, and the slowest batch
-        # is seen first.
-        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+        return [self.tokenizer.encode(text).ids for text in texts]
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """The row numbers of each batch, in the order they run, for texts of these token counts."""
+        order = list(range(len(lengths)))
+        if self.config.sort_by_length:
+            # Longest first, then batches of neighbours: little padding, and the slowest
+            # batch is seen first.
+            order.sort(key=lambda i: -lengths[i])
+        size = self.config.batch_size
+        return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        token_ids = self.token_ids(texts)
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for rows in self.batches([len(ids) for ids in token_ids]):
             vectors[rows] = self._run([token_ids[i] for i in rows])
         return vectors
 

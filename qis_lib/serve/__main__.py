@@ -7,9 +7,10 @@ import os
 import signal
 import sys
 
+from ..embedders import SERVICE_EMBEDDER
+from ..embedders.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS
 from ..stores.http import API_KEY_HEADER
 from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S
-from ..embedders.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS
 from .gate import DEFAULT_THREADS
 from .server import DEFAULT_HEADER_TIMEOUT_S
 
@@ -37,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="append one JSON line per write and per refused request (never a key)")
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
-    parser.add_argument("--embedder", default=None, help="embedder backend (default: the fastest installed)")
+    parser.add_argument("--embedder", default=SERVICE_EMBEDDER,
+                        help="embedder backend (default: qis_lib.embedders.SERVICE_EMBEDDER, else the fastest installed)")
     parser.add_argument("--batch-max", type=int, default=DEFAULT_MAX_BATCH,
                         help="texts of concurrent requests embedded together, at most this many a model call "
                              "(default: %(default)s)")
