@@ -43,6 +43,19 @@ DEFAULT_OVERSAMPLING = 2.0
 FILTER_FIELDS = {"domain_tags": "keyword", "agent_id": "keyword", "confidence": "float", "expires_at": "float"}
 HNSW_LINKED_FIELDS = ("domain_tags",)
 
+# How qdrant-edge's planner answers a filtered query (qdrant_edge_params.EdgePlanner).
+# PLACEHOLDER: measured in results/production/planner/.
+FULL_SCAN_POINTS = 6_666  # Qdrant's default: 10,000 KB of 384-d vectors
+DOMAIN_IS_TENANT = False
+ACORN_MAX_SELECTIVITY: float | None = None
+
+# qdrant-edge's automatic index builds (QdrantEdgeStore). A build starts once INDEX_THRESHOLD
+# points were written since the last one; it holds Python's GIL throughout, so it stalls
+# every thread of the process for as long as it runs.
+INDEX_THRESHOLD = 5_000
+# PLACEHOLDER: measured in results/production/segments/.
+MAX_SEGMENT_POINTS = 15_000
+
 
 def _int_option(name: str, value, low: int, high: int) -> int | None:
     if value is None:
