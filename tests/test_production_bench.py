@@ -36,6 +36,7 @@ def test_autoindex_times_every_deposit_and_builds_on_its_own():
     assert raw["build_s"].notna().sum() == row["builds"]
     assert raw["build_s"].sum() == pytest.approx(row["build_s_total"])
     assert raw["build_s"].max() == pytest.approx(row["build_s_max"])
+    assert raw["build_cpu_s"].sum() == pytest.approx(row["build_cpu_s_total"]) and row["build_cpu_s_max"] > 0
     # the ticking thread was held up at least as long as the slowest deposit, minus one tick
     assert row["tick_gap_max_ms"] >= row["deposit_max_ms"] - 10
     for label in ("auto", "optimized", "bulk"):
@@ -45,8 +46,7 @@ def test_autoindex_times_every_deposit_and_builds_on_its_own():
 
 
 def test_the_segment_sweep_runs_once_per_bound_and_the_bound_shows_in_the_segments():
-    summary, raw = production.autoindex_sweep(1200, [400, None], probe_every=200, queries=20, index_threshold=200,
-                                              reference=False)
+    summary, raw = production.autoindex_sweep(1200, [400, None], [200], probe_every=200, queries=20, reference=False)
     assert summary["max_segment_points"].tolist() == [400, None]
     assert len(raw) == 2400 and raw.groupby("max_segment_points", dropna=False).size().tolist() == [1200, 1200]
     bounded, unbounded = summary.iloc[0], summary.iloc[1]
@@ -118,8 +118,11 @@ def test_the_command_line_writes_each_result_with_its_command(tmp_path, capsys):
 
 def test_the_autoindex_command_writes_one_row_per_bound(tmp_path):
     out = tmp_path / "auto"
-    production.main(["autoindex", "--n", "400", "--queries", "15", "--index-threshold", "100", "--max-segment",
+    production.main(["autoindex", "--n", "400", "--queries", "15", "--index-threshold", "100,200", "--max-segment",
                      "200,none", "--out", str(out), "--no-progress"])
     summary = pd.read_csv(out / "autoindex.csv")
-    assert summary["max_segment_points"].isna().tolist() == [False, True] and summary["builds"].between(3, 4).all()
-    assert len(pd.read_csv(out / "autoindex_raw.csv.gz")) == 800
+    assert summary["index_threshold"].tolist() == [100, 100, 200, 200]
+    assert summary["max_segment_points"].isna().tolist() == [False, True, False, True]
+    assert summary["builds"].between(3, 4).iloc[:2].all() and summary["builds"].between(1, 2).iloc[2:].all()
+    raw = pd.read_csv(out / "autoindex_raw.csv.gz")
+    assert len(raw) == 1600 and raw.groupby(["index_threshold"]).size().tolist() == [800, 800]

@@ -58,15 +58,15 @@ def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool 
 
 
 def time_queries(store, vset: data.VectorSet, flts: Sequence[QueryFilter], timed: range, k: int = K,
-                 texts: Sequence[str] | None = None):
+                 texts: Sequence[str] | None = None, warmup: int = 50):
     """Seconds per `store.query` and the rows it returned, for each query in `timed` (after one
-    untimed pass over the first 50 queries). `texts`: each query's text, for a hybrid query."""
+    untimed pass over the first `warmup` queries). `texts`: each query's text, for a hybrid query."""
     def ask(j):
         if texts is None:
             return store.query(vset.queries[j], k, flts[j])
         return store.query(vset.queries[j], k, flts[j], text=texts[j])
 
-    for j in list(timed)[:50]:
+    for j in list(timed)[:warmup]:
         ask(j)
     seconds, rows = [], []
     for j in timed:

@@ -233,7 +233,8 @@ def main(argv: Sequence[str] | None = None):
     p.add_argument("--threads", type=positive_ints, default=[1, 2, 4])
     p.add_argument("--max-segment", type=points_or_none, default=[DEFAULT],
                    help="autoindex: max_segment_points values, none for the engine's own (default: the store's)")
-    p.add_argument("--index-threshold", type=count(1), default=None, help="autoindex: index_threshold (the store's)")
+    p.add_argument("--index-threshold", type=positive_ints, default=[None],
+                   help="autoindex: index_threshold values (default: the store's)")
     p.add_argument("--hybrid", action="store_true", help="autoindex: a hybrid store and hybrid queries")
     p.add_argument("--gitbugs", default=None)
     p.add_argument("--out", default="results/production")
@@ -255,8 +256,8 @@ def main(argv: Sequence[str] | None = None):
         print(summary[["transport", "vectors", "n", "filtered", "quantization", "hnsw_ef", "p50_ms", "p99_ms",
                        "recall_at_10", "index_s", "ram_mb", "disk_mb"]].round(3).to_string(index=False))
     elif args.what == "autoindex":
-        summary, raw = autoindex_sweep(args.n, args.max_segment, queries=args.queries, progress=progress,
-                                       index_threshold=args.index_threshold, vectors=vectors, hybrid=args.hybrid,
+        summary, raw = autoindex_sweep(args.n, args.max_segment, args.index_threshold, queries=args.queries,
+                                       progress=progress, vectors=vectors, hybrid=args.hybrid,
                                        gitbugs_path=args.gitbugs)
         write(out, "autoindex.csv", summary, command)
         raw.to_csv(out / "autoindex_raw.csv.gz", index=False)

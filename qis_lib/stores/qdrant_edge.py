@@ -208,7 +208,7 @@ class QdrantEdgeStore(Store):
 
     @property
     def builds(self) -> list[dict]:
-        """One entry per automatic build: points, started (time.perf_counter()), seconds, segments after it."""
+        """One entry per automatic build (`IndexBuilder`): points, started, seconds, cpu_seconds, segments after it."""
         return self.indexer.builds
 
     @property
