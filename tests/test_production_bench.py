@@ -33,12 +33,12 @@ def test_autoindex_times_every_deposit_and_builds_on_its_own():
     assert row["builds"] >= 1 and row["indexed_before_optimize"] >= 200
     assert row["p99_ratio"] == pytest.approx(row["query_p99_ms_auto"] / row["query_p99_ms_optimized"])
     # each build is placed at the deposit that started it, and they add up
-    assert raw["build_s"].notna().sum() == row["builds"]
+    assert raw["builds_started"].sum() == row["builds"]
     assert raw["build_s"].sum() == pytest.approx(row["build_s_total"])
     assert raw["build_s"].max() == pytest.approx(row["build_s_max"])
     assert raw["build_cpu_s"].sum() == pytest.approx(row["build_cpu_s_total"]) and row["build_cpu_s_max"] > 0
-    # the ticking thread was held up at least as long as the slowest deposit, minus one tick
-    assert row["tick_gap_max_ms"] >= row["deposit_max_ms"] - 10
+    # the slowest deposit waited for a build, which held the ticking thread up too
+    assert row["tick_gap_max_ms"] >= 0.5 * row["deposit_max_ms"]
     for label in ("auto", "optimized", "bulk"):
         for name in ("expiry", "domain"):
             assert row[f"{label}_{name}_recall_at_10"] == 1.0  # 600 points: below the full-scan threshold

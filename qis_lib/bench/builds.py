@@ -136,11 +136,15 @@ def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0,
                     "p99_ratio": auto["auto_expiry_p99_ms"] / optimized["optimized_expiry_p99_ms"]})
     for name in filters if reference else ():
         summary[f"p99_ratio_bulk_{name}"] = auto[f"auto_{name}_p99_ms"] / bulk[f"bulk_{name}_p99_ms"]
-    raw = pd.DataFrame({"deposit": np.arange(1, n + 1), "deposit_ms": deposit_s * 1e3, "build_s": np.nan,
-                        "build_cpu_s": np.nan, "build_segments": np.nan})
-    for b in builds:  # the deposit under way (or last begun) when the build started
-        at = max(int(np.searchsorted(started, b["started"], side="right")) - 1, 0)
-        raw.loc[at, ["build_s", "build_cpu_s", "build_segments"]] = [b["seconds"], b["cpu_seconds"], b["segments"]]
+    raw = pd.DataFrame({"deposit": np.arange(1, n + 1), "deposit_ms": deposit_s * 1e3})
+    if builds:  # each build at the deposit under way (or last begun) when it started; two there are summed
+        at = np.maximum(np.searchsorted(started, [b["started"] for b in builds], side="right") - 1, 0)
+        table = pd.DataFrame({"at": at, "builds_started": 1, "build_s": seconds, "build_cpu_s": cpu,
+                              "build_segments": [b["segments"] for b in builds]})
+        raw = raw.join(table.groupby("at").agg({"builds_started": "sum", "build_s": "sum", "build_cpu_s": "sum",
+                                                 "build_segments": "last"}))
+    else:
+        raw = raw.assign(builds_started=np.nan, build_s=np.nan, build_cpu_s=np.nan, build_segments=np.nan)
     return (pd.DataFrame([{**summary, **machine()}]),
             raw.assign(index_threshold=store.index_threshold, max_segment_points=store.max_segment_points))
 

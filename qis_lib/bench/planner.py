@@ -5,7 +5,7 @@ it) per planner config that needs a build of its own (`CONFIGS`: the full-scan t
 `is_tenant` on domain_tags); on each, ACORN off and on (a search parameter, no rebuild), and
 per filter kind (`filter_kinds`) p50/p99 of `store.query` and recall@10 against exact
 search with the same filter, each pass timed after an untimed pass over the same queries (a
-first pass finds the pages of its answers cold and was up to 1.8x slower in a probe). The
+first pass finds the pages of its answers cold, so whichever pass came first looked slower). The
 kinds with no minimum confidence are also timed with the condition the stores used to send
 then (`confidence >= 0`), to show what leaving it out saves.
 A hybrid result is ranked by the fusion, so its recall against exact dense search is not its

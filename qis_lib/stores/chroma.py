@@ -31,7 +31,7 @@ def heartbeat_problem(url: str, timeout: float = 1.0) -> str | None:
 
 def chroma_where(flt: QueryFilter) -> dict[str, Any]:
     """The router's filter as a Chroma `where` clause. A condition that keeps every packet is left
-    out (confidence >= 0.0: a packet's confidence is from 0 to 1)."""
+    out (confidence >= 0.0: an OutcomePacket's confidence is from 0 to 1)."""
     clauses: list[dict[str, Any]] = [{"expires_at": {"$gt": flt.now}}]
     if flt.min_confidence > 0.0:
         clauses.append({"confidence": {"$gte": flt.min_confidence}})

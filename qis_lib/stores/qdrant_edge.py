@@ -76,8 +76,8 @@ class QdrantEdgeStore(Store):
     rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`).
     index_threshold: points written since the last build that start the next one (None: only
     `optimize()` builds). max_segment_points: the largest segment a build makes out of smaller
-    ones (None: the engine's own, 256 MB of vectors per indexing thread, so at last every build
-    re-indexes the whole store). planner: how filtered queries are answered (`EdgePlanner`)."""
+    ones (None: the engine's own, 256 MB of vectors per indexing thread, so each build merges
+    into one segment that grows with the store). planner: how filtered queries are answered (`EdgePlanner`)."""
 
     name = "qdrant-edge"
 

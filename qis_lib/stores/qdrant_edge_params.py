@@ -42,8 +42,8 @@ class EdgePlanner:
 
 
 def vector_kb(points: int, dim: int) -> int:
-    """The engine's thresholds are KB of float32 dense vectors: `points` such vectors, in KB,
-    rounded up by one so that a segment of exactly `points` points is under the limit."""
+    """`points` float32 vectors of `dim` in KB, the unit of the engine's thresholds, plus one:
+    the engine keeps a segment strictly under its limit, so exactly `points` points fit."""
     return points * dim * 4 // 1024 + 1
 
 
@@ -94,8 +94,8 @@ def edge_search_params(options: IndexOptions, planner: EdgePlanner = EdgePlanner
 
 def edge_filter(flt: QueryFilter):
     """The router's filter as a qdrant_edge `Filter`. A condition that keeps every packet is left
-    out (confidence >= 0.0: a packet's confidence is from 0 to 1), so the engine's planner does
-    not estimate and check it on every candidate."""
+    out (confidence >= 0.0: an OutcomePacket's confidence is from 0 to 1), so the engine's planner
+    does not estimate and check it on every candidate."""
     import qdrant_edge as qe
 
     must = [qe.FieldCondition("expires_at", range=qe.RangeFloat(gt=flt.now))]

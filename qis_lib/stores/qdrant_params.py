@@ -10,8 +10,8 @@ from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS, IndexOptions
 
 def qdrant_filter(flt: QueryFilter):
     """The router's filter as a qdrant-client `models.Filter`. A condition that keeps every packet
-    is left out (confidence >= 0.0: a packet's confidence is from 0 to 1), so the planner does not
-    estimate and check it."""
+    is left out (confidence >= 0.0: an OutcomePacket's confidence is from 0 to 1), so the planner
+    does not estimate and check it."""
     from qdrant_client import models
 
     must = [models.FieldCondition(key="expires_at", range=models.Range(gt=flt.now))]
