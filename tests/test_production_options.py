@@ -14,7 +14,7 @@ from qis_lib.core.router import PAYLOAD_MARKER, router_payload, trusted_packet
 from qis_lib.embedders import HashEmbedder
 from qis_lib.stores.chroma import chroma_where
 from qis_lib.stores.memory import MemoryStore
-from qis_lib.stores.options import QUANTIZATIONS, IndexOptions
+from qis_lib.stores.options import MAX_SEGMENT_POINTS, MAX_SEGMENT_POINTS_HYBRID, QUANTIZATIONS, IndexOptions
 from qis_lib.stores.qdrant_edge import QdrantEdgeStore
 from qis_lib.stores.qdrant_edge_params import EdgePlanner, edge_config, edge_filter, edge_search_params, vector_kb
 from qis_lib.stores.qdrant_params import qdrant_filter
@@ -235,7 +235,15 @@ def test_the_planner_and_the_segment_bound_reach_the_engine(tmp_path):
     assert config.optimizers.indexing_threshold == 7500
     assert edge_search_params(IndexOptions(), planner).acorn.max_selectivity == pytest.approx(0.3)
     assert edge_search_params(IndexOptions(), EdgePlanner(acorn=None)).acorn is None
+    # the default bound is smaller for a hybrid store (its builds rebuild the BM25 index too)
+    with QdrantEdgeStore(dim=DIM, path=tmp_path / "h", hybrid=True) as store:
+        assert store.max_segment_points == MAX_SEGMENT_POINTS_HYBRID < MAX_SEGMENT_POINTS
+    with QdrantEdgeStore(dim=DIM, path=tmp_path / "h", hybrid=None) as store:  # as the folder holds it
+        assert store.capabilities.hybrid and store.max_segment_points == MAX_SEGMENT_POINTS_HYBRID
+    with QdrantEdgeStore(dim=DIM, hybrid=True, max_segment_points=None) as store:
+        assert store.max_segment_points is None
     with QdrantEdgeStore(dim=DIM, path=tmp_path / "t", planner=planner) as store:
+        assert store.max_segment_points == MAX_SEGMENT_POINTS
         schema = store.shard.info().payload_schema
         assert schema["domain_tags"].params.is_tenant is True and not schema["agent_id"].params.is_tenant
         store.set_acorn(None)

@@ -73,7 +73,8 @@ def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0,
               gitbugs_path=None, reference: bool = True, hybrid: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, raw) of N single router deposits into a qdrant-edge store that indexes by itself.
     index_threshold: the store's (None: its default); max_segment_points: the store's (None: the
-    engine's own limit, DEFAULT: the store's default); hybrid: a hybrid store, hybrid queries.
+    engine's own limit, DEFAULT: the store's default for a dense or a hybrid store); hybrid: a
+    hybrid store and hybrid queries.
     summary: one row (the module docstring says what); raw: one row per deposit, its time, and
     for a deposit during which a build started, how long the build took and the segments after."""
     from tqdm.auto import tqdm
@@ -83,9 +84,9 @@ def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0,
     vset = clustered_set(n, queries, seed) if vectors == "clustered" else vector_set(
         vectors, n, queries, seed, gitbugs_path, progress)
     points = data.make_points(vset.texts, seed)
-    options = {"hybrid": hybrid} if index_threshold is None else {"hybrid": hybrid, "index_threshold": index_threshold}
-    if max_segment_points is not DEFAULT:
-        options["max_segment_points"] = max_segment_points
+    options = {"hybrid": hybrid, "max_segment_points": max_segment_points}
+    if index_threshold is not None:
+        options["index_threshold"] = index_threshold
     store = QdrantEdgeStore(dim=vset.vectors.shape[1], **options)
     texts = vset.query_texts if hybrid else None
     router = OutcomeRouter(store, LookupEmbedder([p.problem_description for p in points.packets], vset.vectors))

@@ -63,9 +63,12 @@ ACORN_MAX_SELECTIVITY: float | None = None
 # `python -m qis_lib.bench.production autoindex` (results/production/segments/autoindex.csv,
 # 100,000 single deposits of real vectors): the largest bound whose longest stall (build_s_max,
 # tick_gap_max_ms) stays under 2 s, since each further segment adds to every query
-# (p99_ratio_bulk_*); a smaller threshold makes each build's own share smaller.
+# (p99_ratio_bulk_*); a smaller threshold makes each build's own share smaller. A hybrid store's
+# build also rebuilds the BM25 index of what it merges, so it has its own bound, read the same
+# way from results/production/segments-hybrid/autoindex.csv.
 INDEX_THRESHOLD = 2_500
 MAX_SEGMENT_POINTS = 15_000
+MAX_SEGMENT_POINTS_HYBRID = 10_000
 
 
 def _int_option(name: str, value, low: int, high: int) -> int | None:

@@ -35,7 +35,7 @@ import numpy as np
 from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
                        check_uuid_ids, opening_error)
-from .options import DEFAULT, INDEX_THRESHOLD, MAX_SEGMENT_POINTS, resolve
+from .options import DEFAULT, INDEX_THRESHOLD, MAX_SEGMENT_POINTS, MAX_SEGMENT_POINTS_HYBRID, resolve
 from .qdrant_edge_builds import IndexBuilder
 from .qdrant_edge_params import (EdgePlanner, cosine, edge_config, edge_filter, edge_payload_indexes,  # noqa: F401
                                  edge_quantization, edge_search_params)  # (re-exported)
@@ -76,7 +76,8 @@ class QdrantEdgeStore(Store):
     rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`).
     index_threshold: points written since the last build that start the next one (None: only
     `optimize()` builds). max_segment_points: the largest segment a build makes out of smaller
-    ones (None: the engine's own, 256 MB of vectors per indexing thread, so each build merges
+    ones (DEFAULT: options.py's, smaller for a hybrid store, whose builds also rebuild the BM25
+    index; None: the engine's own, 256 MB of vectors per indexing thread, so each build merges
     into one segment that grows with the store). planner: how filtered queries are answered (`EdgePlanner`)."""
 
     name = "qdrant-edge"
@@ -85,7 +86,7 @@ class QdrantEdgeStore(Store):
                  hnsw_ef: int | None = DEFAULT, *, quantization: str | None = DEFAULT, m: int | None = DEFAULT,
                  ef_construct: int | None = DEFAULT, rescore: bool = True, oversampling: float | None = DEFAULT,
                  index_threshold: int | None = DEFAULT_INDEX_THRESHOLD,
-                 max_segment_points: int | None = MAX_SEGMENT_POINTS, planner: EdgePlanner | None = None,
+                 max_segment_points: int | None = DEFAULT, planner: EdgePlanner | None = None,
                  hybrid: bool | None = False, rrf_k: int = HybridParams.rrf_k, prefetch: int = HybridParams.prefetch,
                  bm25_avg_len: float = HybridParams.avg_len):
         import qdrant_edge as qe
@@ -94,7 +95,8 @@ class QdrantEdgeStore(Store):
         # Checks every value, naming a bad one; DEFAULT: the project's default (options.py).
         self.options, _ = resolve(quantization, m, ef_construct, hnsw_ef, rescore, oversampling)
         self.index_threshold = _points_option("index_threshold", index_threshold, "build only on optimize()")
-        self.max_segment_points = _points_option("max_segment_points", max_segment_points, "the engine's default")
+        self._max_segment = max_segment_points if max_segment_points is DEFAULT else _points_option(
+            "max_segment_points", max_segment_points, "the engine's default")
         if planner is not None and not isinstance(planner, EdgePlanner):
             raise ValueError(f"planner must be an EdgePlanner or None, got {planner!r}")
         self.planner = EdgePlanner() if planner is None else planner
@@ -112,6 +114,7 @@ class QdrantEdgeStore(Store):
         with_bm25 = self._open(qe, dim, hybrid, exists)
         self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
         self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
+        self.max_segment_points = self._segment_bound(with_bm25)
         self._lock = threading.RLock()  # close() must not race a query
         # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
         self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
@@ -139,6 +142,7 @@ class QdrantEdgeStore(Store):
             with_bm25 = hybrid
             self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
             self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
+            self.max_segment_points = self._segment_bound(with_bm25)
         if hybrid is not None and hybrid != with_bm25:
             self.shard.close()
             raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
@@ -147,8 +151,13 @@ class QdrantEdgeStore(Store):
         self.indexer = IndexBuilder(self, self.index_threshold, stored.points_count - stored.indexed_vectors_count)
 
     def _config(self, qe, with_bm25: bool = False):
-        return edge_config(qe, self.dim, self.options, self.planner, self.index_threshold, self.max_segment_points,
-                           with_bm25)
+        return edge_config(qe, self.dim, self.options, self.planner, self.index_threshold,
+                           self._segment_bound(with_bm25), with_bm25)
+
+    def _segment_bound(self, with_bm25: bool) -> int | None:
+        if self._max_segment is not DEFAULT:
+            return self._max_segment
+        return MAX_SEGMENT_POINTS_HYBRID if with_bm25 else MAX_SEGMENT_POINTS
 
     def _open(self, qe, dim: int, hybrid: bool | None, exists: bool) -> bool:
         """Create or load the shard (hybrid=None: as the folder holds it, a new one hybrid). Returns hybrid."""
