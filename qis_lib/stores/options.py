@@ -67,8 +67,8 @@ ACORN_MAX_SELECTIVITY: float | None = None
 # build also rebuilds the BM25 index of what it merges, so it has its own bound, read the same
 # way from results/production/segments-hybrid/autoindex.csv.
 INDEX_THRESHOLD = 2_500
-MAX_SEGMENT_POINTS = 15_000
-MAX_SEGMENT_POINTS_HYBRID = 10_000
+MAX_SEGMENT_POINTS = 25_000
+MAX_SEGMENT_POINTS_HYBRID = 15_000
 
 
 def _int_option(name: str, value, low: int, high: int) -> int | None:
