@@ -1,5 +1,6 @@
-"""Index options (quantization, m, ef_construct, hnsw_ef), automatic indexing on qdrant-edge,
-expiry cleanup through the router, and the router's trusted-payload path."""
+"""Index options (quantization, m, ef_construct, hnsw_ef), automatic indexing on qdrant-edge and
+its segment bound, the planner options, the filters every store sends, expiry cleanup through
+the router, and the router's trusted-payload path."""
 import time
 import warnings
 
@@ -11,9 +12,12 @@ from hypothesis import strategies as st
 from qis_lib import OutcomePacket, OutcomeRouter, QueryFilter, make_router
 from qis_lib.core.router import PAYLOAD_MARKER, PAYLOAD_VERSION, router_payload, trusted_packet
 from qis_lib.embedders import HashEmbedder
+from qis_lib.stores.chroma import chroma_where
 from qis_lib.stores.memory import MemoryStore
-from qis_lib.stores.options import QUANTIZATIONS
+from qis_lib.stores.options import MAX_SEGMENT_POINTS, MAX_SEGMENT_POINTS_HYBRID, QUANTIZATIONS, IndexOptions
 from qis_lib.stores.qdrant_edge import QdrantEdgeStore
+from qis_lib.stores.qdrant_edge_params import EdgePlanner, edge_config, edge_filter, edge_search_params, vector_kb
+from qis_lib.stores.qdrant_params import qdrant_filter
 
 DIM = 32
 
@@ -105,7 +109,7 @@ def test_a_bulk_load_holds_the_automatic_builds_until_it_ends():
         store.before_bulk_load()
         for s in range(0, 600, 100):
             store.upsert(ids[s:s + 100], vectors[s:s + 100], pays[s:s + 100])
-        assert store.builds == [] and store._builder is None
+        assert store.builds == [] and store.indexer.thread is None
         assert store.shard.info().indexed_vectors_count == 0
         store.after_bulk_load()
         assert store.shard.info().indexed_vectors_count == 600
@@ -130,9 +134,142 @@ def test_index_threshold_none_leaves_indexing_to_optimize():
     with QdrantEdgeStore(dim=DIM, index_threshold=None) as store:
         store.upsert([OutcomePacket.from_payload(p).packet_id for p in payloads(50)], unit(np.random.default_rng(1), 50),
                      payloads(50))
-        assert store.builds == [] and store._builder is None
+        assert store.builds == [] and store.indexer.thread is None
     with pytest.raises(ValueError, match="index_threshold"):
         QdrantEdgeStore(dim=DIM, index_threshold=0)
+
+
+def single_deposits(store, n, seed):
+    rng = np.random.default_rng(seed)
+    vectors, pays = unit(rng, n), payloads(n)
+    ids = [OutcomePacket.from_payload(p).packet_id for p in pays]
+    for i in range(n):
+        store.upsert(ids[i:i + 1], vectors[i:i + 1], pays[i:i + 1])
+    store.wait_for_index()
+    return vectors, ids, pays
+
+
+def test_a_segment_bound_keeps_every_build_small_and_every_point_found():
+    """Single deposits, never optimize(): with max_segment_points the builds stop merging at the
+    bound (more segments, each built from at most that many points); without one the engine
+    merges everything into one segment. Both find what exact search finds; a bulk load under the
+    bound is still indexed whole, in one segment."""
+    n, threshold, bound = 1800, 300, 600
+    with QdrantEdgeStore(dim=DIM, index_threshold=threshold, max_segment_points=bound, m=8, ef_construct=32) as store:
+        vectors, ids, pays = single_deposits(store, n, 8)
+        segments = store.info()["segments"]
+        assert n // bound <= segments < n // threshold, segments  # bounded, and merged up to the bound
+        assert n // threshold - 1 <= len(store.builds) <= n // threshold and store.index_error is None
+        assert store.count() == n and store.info()["indexed_vectors"] >= n - threshold
+        exact = MemoryStore(dim=DIM)
+        exact.upsert(ids, vectors, pays)
+        queries = unit(np.random.default_rng(9), 20)
+        found = [{h["problem_description"] for h, _ in store.query(q, 10, QueryFilter(now=0.0))} for q in queries]
+        truth = [{h["problem_description"] for h, _ in exact.query(q, 10, QueryFilter(now=0.0))} for q in queries]
+        assert np.mean([len(f & t) / 10 for f, t in zip(found, truth)]) >= 0.95
+    with QdrantEdgeStore(dim=DIM, index_threshold=threshold, max_segment_points=None, m=8, ef_construct=32) as store:
+        single_deposits(store, n, 8)
+        assert store.info()["segments"] <= 2 and store.count() == n
+    with QdrantEdgeStore(dim=DIM, index_threshold=threshold, max_segment_points=bound, m=8, ef_construct=32) as store:
+        store.before_bulk_load()
+        for s in range(0, n, 300):
+            store.upsert(ids[s:s + 300], vectors[s:s + 300], pays[s:s + 300])
+        store.after_bulk_load()
+        assert store.info()["segments"] <= 2 and store.info()["indexed_vectors"] == n
+
+
+def test_points_written_during_a_build_start_the_next_one_when_it_ends():
+    rng = np.random.default_rng(4)
+    threshold = 150
+    vectors, pays = unit(rng, 2 * threshold), payloads(2 * threshold)
+    ids = [OutcomePacket.from_payload(p).packet_id for p in pays]
+    with QdrantEdgeStore(dim=DIM, index_threshold=threshold, m=8, ef_construct=32) as store:
+        with store.indexer.build_lock:  # as a long build would: the first build waits
+            for i in range(2 * threshold):
+                store.upsert(ids[i:i + 1], vectors[i:i + 1], pays[i:i + 1])
+            assert store.builds == [] and store.indexer.thread.is_alive()
+        store.wait_for_index()
+        assert [b["points"] for b in store.builds] == [threshold, threshold]
+        assert store.info()["indexed_vectors"] == 2 * threshold
+
+
+def test_optimize_does_not_hold_the_store_lock():
+    """A build, automatic or asked for, leaves the store's query lock alone: the engine keeps
+    queries correct during a build, so a query waits only for what the GIL makes it wait."""
+    import threading
+
+    with QdrantEdgeStore(dim=DIM, index_threshold=100, m=8, ef_construct=32) as store:
+        store.before_bulk_load()
+        store.upsert([OutcomePacket.from_payload(p).packet_id for p in payloads(500)],
+                     unit(np.random.default_rng(2), 500), payloads(500))
+        with store._lock:  # as a query under way would hold it
+            builder = threading.Thread(target=store.after_bulk_load)  # optimize() and the bulk path's end
+            builder.start()
+            builder.join(timeout=120)
+            assert not builder.is_alive(), "optimize() waited for the query lock"
+        assert store.info()["indexed_vectors"] == 500
+
+
+@pytest.mark.parametrize("option,value", [("max_segment_points", 0), ("max_segment_points", 2.5),
+                                          ("planner", "tenant")])
+def test_a_bad_build_or_planner_option_is_an_error_naming_it(option, value, tmp_path):
+    with pytest.raises(ValueError, match=option):
+        QdrantEdgeStore(path=str(tmp_path / "e"), dim=DIM, **{option: value})
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("field,value", [("full_scan_points", 0), ("full_scan_points", True),
+                                         ("tenant_domain", 1), ("acorn", 0.0), ("acorn", 1.5), ("acorn", "on")])
+def test_a_bad_planner_value_is_an_error_naming_it(field, value):
+    with pytest.raises(ValueError, match=field):
+        EdgePlanner(**{field: value})
+
+
+def test_the_planner_and_the_segment_bound_reach_the_engine(tmp_path):
+    import qdrant_edge as qe
+
+    planner = EdgePlanner(full_scan_points=1000, tenant_domain=True, acorn=0.3)
+    config = edge_config(qe, 384, IndexOptions(), planner, 5000, 20_000, False)
+    assert config.hnsw_config.full_scan_threshold == vector_kb(1000, 384) == 1501
+    assert config.optimizers.max_segment_size == vector_kb(20_000, 384)
+    assert config.optimizers.indexing_threshold == 7500
+    assert edge_search_params(IndexOptions(), planner).acorn.max_selectivity == pytest.approx(0.3)
+    assert edge_search_params(IndexOptions(), EdgePlanner(acorn=None)).acorn is None
+    # the default bound is smaller for a hybrid store (its builds rebuild the BM25 index too)
+    with QdrantEdgeStore(dim=DIM, path=tmp_path / "h", hybrid=True) as store:
+        assert store.max_segment_points == MAX_SEGMENT_POINTS_HYBRID < MAX_SEGMENT_POINTS
+    with QdrantEdgeStore(dim=DIM, path=tmp_path / "h", hybrid=None) as store:  # as the folder holds it
+        assert store.capabilities.hybrid and store.max_segment_points == MAX_SEGMENT_POINTS_HYBRID
+    with QdrantEdgeStore(dim=DIM, hybrid=True, max_segment_points=None) as store:
+        assert store.max_segment_points is None
+    with QdrantEdgeStore(dim=DIM, path=tmp_path / "t", planner=planner) as store:
+        assert store.max_segment_points == MAX_SEGMENT_POINTS
+        schema = store.shard.info().payload_schema
+        assert schema["domain_tags"].params.is_tenant is True and not schema["agent_id"].params.is_tenant
+        store.set_acorn(None)
+        assert store.planner.acorn is None and store.planner.tenant_domain
+        with pytest.raises(ValueError, match="acorn"):
+            store.set_acorn(2.0)
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 0.25])
+def test_a_condition_that_keeps_every_packet_is_left_out_of_every_filter(min_confidence):
+    """confidence >= 0.0 keeps every packet, so no store sends it; any higher minimum is sent.
+    (The conformance suite checks that the answers stay the same.)"""
+    flt = QueryFilter(now=5.0, domain="hdfs", min_confidence=min_confidence, exclude_agent="a1")
+    edge = edge_filter(flt)
+    client = qdrant_filter(flt)
+    where = chroma_where(flt)
+    wanted = {"expires_at", "domain_tags"} | ({"confidence"} if min_confidence else set())
+    assert {c.key for c in edge.must} == {c.key for c in client.must} == wanted
+    assert {key for clause in where["$and"] for key in clause} == wanted | {"agent_id"}
+    if min_confidence:
+        assert [c.range.gte for c in edge.must if c.key == "confidence"] == [0.25]
+        assert [c.range.gte for c in client.must if c.key == "confidence"] == [0.25]
+        assert {"confidence": {"$gte": 0.25}} in where["$and"]
+    # the expiry check alone is one clause (Chroma's $and takes two or more)
+    assert chroma_where(QueryFilter(now=5.0)) == {"expires_at": {"$gt": 5.0}}
+    assert [c.key for c in edge_filter(QueryFilter(now=5.0)).must] == ["expires_at"]
 
 
 def test_router_purges_on_its_cadence_and_on_demand():

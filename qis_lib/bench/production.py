@@ -1,10 +1,11 @@
 """Qdrant's production options, measured: the recall-latency frontier, indexing without being
-asked, and throughput with several client threads.
+asked, throughput with several client threads, graph links, and the filtered-query planner.
 
     python -m qis_lib.bench.production frontier --sizes 10000 --vectors random --out results/production/
-    python -m qis_lib.bench.production autoindex --n 100000 --out results/production/
+    python -m qis_lib.bench.production autoindex --n 100000 --max-segment 10000,20000,none --out results/production/
     python -m qis_lib.bench.production throughput --n 100000 --threads 1,2,4 --out results/production/
     python -m qis_lib.bench.production links --n 100000 --vectors random --out results/production/links/
+    python -m qis_lib.bench.production planner --n 100000 --vectors real --out results/production/planner/
 
 - `frontier` (the ann-benchmarks picture): for each quantization, one qdrant-edge store is
   loaded and indexed (`index_s`, the RAM the process gained `ram_mb`, the folder's size
@@ -13,10 +14,12 @@ asked, and throughput with several client threads.
   `python -m qis_lib.bench` (transport, n, filtered, p50_ms, p95_ms, p99_ms, recall_at_10,
   raw_p99_ms) plus one per option; `frontier_raw.csv.gz` keeps every query's latency and
   recall, so a new metric needs no rerun.
-- `autoindex`: N single-packet deposits into a default qdrant-edge store, never calling
-  `optimize()`; each deposit is timed, and a probe query every `probe_every` deposits (so
-  queries during index builds are timed too). Then the query p99 of that store, then of the
-  same store after `optimize()`: their ratio is the target (<= 1.5).
+- `autoindex` (`builds.py`): N single router deposits into a qdrant-edge store that builds its
+  index by itself, once per `--max-segment` value: the longest stall behind a build (a thread
+  ticking every 5 ms, each deposit, a probe query every 100 deposits), the builds, the segments,
+  then query p50/p99/recall after the deposits, after `optimize()`, and on the same points
+  bulk-loaded (`p99_ratio_bulk_*`, the target <= 1.5). `autoindex.csv`, one row per value;
+  `autoindex_raw.csv.gz`, every deposit's time and each build where it started.
 - `throughput`: queries per second of one default qdrant-edge store with 1, 2 and 4 client
   threads sharing it.
 - `links`: which payload fields get HNSW links of their own (`LINK_CHOICES`: all four filter
@@ -24,14 +27,15 @@ asked, and throughput with several client threads.
   its build time, and p50/p99/recall@10 under three filters: the expiry check alone, the
   benchmark's domain filter (one domain, confidence >= 0.5; about 4.5% pass), and confidence
   >= 0.95 without a domain (about 4.5% pass, a filter the domain's links do not help).
+- `planner` (`planner.py`): how a filtered query is answered: per planner config one hybrid
+  store, ACORN off and on, dense and hybrid queries, p50/p99/recall@10 per filter kind, and
+  what the `confidence >= 0` condition the stores no longer send used to cost.
 
 Every row carries the machine's core count and load average: on a shared machine compare
 ratios within one run, not absolute times across runs.
 """
 from __future__ import annotations
 
-import functools
-import os
 import threading
 import time
 from pathlib import Path
@@ -40,76 +44,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.router import OutcomeRouter, router_payload
-from ..embedders import HashEmbedder
 from ..stores import QueryFilter
 from ..stores.memory import MemoryStore
-from ..stores.options import FILTER_FIELDS, HNSW_LINKED_FIELDS, QUANTIZATIONS
+from ..stores.options import DEFAULT, FILTER_FIELDS, HNSW_LINKED_FIELDS, QUANTIZATIONS
 from ..stores.qdrant_edge import QdrantEdgeStore
 from ..stores.qdrant_edge_params import edge_payload_indexes
 from . import data
-from .latency import BATCH, K, stored_payloads
+from .builds import VECTOR_KINDS, autoindex, autoindex_sweep  # noqa: F401 (python -m ... autoindex)
+from .edge_tools import folder_mb, load_store, machine, rss_mb, time_queries, vector_set, write  # noqa: F401
+from .latency import K
+from .planner import planner
 
 HNSW_EFS = (16, 32, 64, 128, 256, 512)
-
-
-def rss_mb() -> float:
-    """This process's resident memory in MB (Linux /proc; NaN elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def folder_mb(path: str) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
-
-
-@functools.cache
-def _machine() -> dict:
-    from .embedding import machine_info
-
-    info = machine_info(("qdrant-edge-py",))
-    return {key: info[key] for key in ("cpu", "cores", "qdrant-edge-py")}
-
-
-def machine() -> dict:
-    """The CPU, its core count, the engine's version and the load now: the context of every row."""
-    return {**_machine(), "load_1min": round(os.getloadavg()[0], 2)}
-
-
-def load_store(store, vset: data.VectorSet, points: data.Points, progress: bool = False) -> float:
-    """Bulk upsert every point in batches; seconds taken."""
-    from tqdm.auto import tqdm
-
-    payloads = stored_payloads(points)
-    ids = [p.packet_id for p in points.packets]
-    store.before_bulk_load()
-    start = time.perf_counter()
-    for s in tqdm(range(0, vset.n, BATCH), desc=f"load n={vset.n}", disable=not progress, leave=False):
-        store.upsert(ids[s:s + BATCH], vset.vectors[s:s + BATCH], payloads[s:s + BATCH])
-    return time.perf_counter() - start
-
-
-def time_queries(store, vset: data.VectorSet, flts: Sequence[QueryFilter], timed: range, k: int = K):
-    """Seconds per `store.query` and the rows it returned, for each query in `timed` (after one
-    untimed pass over the first 50 queries)."""
-    for j in list(timed)[:50]:
-        store.query(vset.queries[j], k, flts[j])
-    seconds, rows = [], []
-    for j in timed:
-        start = time.perf_counter()
-        hits = store.query(vset.queries[j], k, flts[j])
-        seconds.append(time.perf_counter() - start)
-        rows.append([int(h["agent_id"].rsplit("-", 1)[1]) for h, _ in hits])
-    return np.array(seconds), rows
-
-
-def vector_set(name: str, n: int, queries: int, seed: int, gitbugs_path=None, progress: bool = False):
-    if name == "random":
-        return data.random_set(n, queries, seed=seed)
-    return data.real_set(n, queries, seed, gitbugs_path=gitbugs_path, progress=progress)
 
 
 def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequence[str | None] = (None, "int8"),
@@ -171,59 +117,6 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                 finally:
                     store.close()
     return pd.DataFrame(summary), pd.concat(raw, ignore_index=True)
-
-
-def autoindex(n: int, probe_every: int = 100, queries: int = 500, seed: int = 0, progress: bool = False,
-              index_threshold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, raw) of N single deposits into a default qdrant-edge store through the router."""
-    from tqdm.auto import tqdm
-
-    rng = np.random.default_rng([seed, 40])
-    centres = data.unit_rows(rng.standard_normal((2000, 384), dtype=np.float32))
-    options = {} if index_threshold is None else {"index_threshold": index_threshold}
-    store = QdrantEdgeStore(dim=384, **options)
-    texts = [f"clustered point {i}" for i in range(n)]
-    points = data.make_points(texts, seed)
-    vectors = data.unit_rows(centres[rng.integers(0, 2000, n)] + 0.03 * rng.standard_normal((n, 384), dtype=np.float32))
-    router = OutcomeRouter(store, HashEmbedder(384))
-    flt = QueryFilter(now=data.NOW)
-    deposit_s, probe = np.empty(n), []
-    try:
-        for i in tqdm(range(n), desc="single deposits", disable=not progress, mininterval=5):
-            start = time.perf_counter()
-            store.upsert([points.packets[i].packet_id], vectors[i:i + 1], [router_payload(points.packets[i])])
-            deposit_s[i] = time.perf_counter() - start
-            if i % probe_every == probe_every - 1:
-                start = time.perf_counter()
-                store.query(vectors[rng.integers(0, i + 1)], K, flt)
-                probe.append((i + 1, time.perf_counter() - start))
-        builds = list(store.builds)
-        store.wait_for_index()
-        asked = data.unit_rows(vectors[rng.integers(0, n, queries)] + 0.03 * rng.standard_normal(
-            (queries, 384), dtype=np.float32))
-        vset = data.VectorSet("clustered", vectors, asked, texts, [f"q{j}" for j in range(queries)])
-        before, _ = time_queries(store, vset, [flt] * queries, range(queries))
-        info = store.shard.info()
-        start = time.perf_counter()
-        store.optimize()
-        optimize_s = time.perf_counter() - start
-        after, _ = time_queries(store, vset, [flt] * queries, range(queries))
-    finally:
-        router.close()
-    summary = pd.DataFrame([{
-        "n": n, "index_threshold": store.index_threshold, "builds": len(builds),
-        "build_s_total": sum(b["seconds"] for b in builds), "build_s_max": max((b["seconds"] for b in builds), default=0),
-        "indexed_before_optimize": info.indexed_vectors_count, "segments_before_optimize": info.segments_count,
-        "deposit_p50_ms": np.percentile(deposit_s, 50) * 1e3, "deposit_p99_ms": np.percentile(deposit_s, 99) * 1e3,
-        "deposit_max_ms": deposit_s.max() * 1e3,
-        "probe_p50_ms": np.percentile([s for _, s in probe], 50) * 1e3 if probe else float("nan"),
-        "probe_p99_ms": np.percentile([s for _, s in probe], 99) * 1e3 if probe else float("nan"),
-        "query_p99_ms_auto": np.percentile(before, 99) * 1e3, "query_p50_ms_auto": np.percentile(before, 50) * 1e3,
-        "optimize_s": optimize_s, "query_p99_ms_optimized": np.percentile(after, 99) * 1e3,
-        "query_p50_ms_optimized": np.percentile(after, 50) * 1e3,
-        "p99_ratio": np.percentile(before, 99) / np.percentile(after, 99), **machine()}])
-    raw = pd.DataFrame({"deposit": np.arange(1, n + 1), "deposit_ms": deposit_s * 1e3})
-    return summary, raw
 
 
 def throughput(n: int, threads: Sequence[int] = (1, 2, 4), seconds: float = 10.0, seed: int = 0,
@@ -302,12 +195,21 @@ def payload_links(n: int, vectors: str = "random", queries: int = 300, seed: int
     return pd.DataFrame(rows)
 
 
-def write(out: Path, name: str, table: pd.DataFrame, command: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    table = table.assign(command=command)
-    path = out / name
-    table.to_csv(path, index=False)
-    return path
+def points_or_none(text: str) -> list:
+    """An argparse type: comma-separated positive ints or "none" (the engine's own limit)."""
+    import argparse
+
+    values = []
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        if part.lower() == "none":
+            values.append(None)
+        elif part.isdigit() and int(part) >= 1:
+            values.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers or none, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers or none, got {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None):
@@ -320,38 +222,53 @@ def main(argv: Sequence[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m qis_lib.bench.production", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("frontier", "autoindex", "throughput", "links"))
+    p.add_argument("what", choices=("frontier", "autoindex", "throughput", "links", "planner"))
     p.add_argument("--sizes", type=positive_ints, default=[10_000], help="frontier: N values (default 10000)")
-    p.add_argument("--vectors", default="random",
-                   help="frontier: real, random or real,random; links: real or random (default random)")
+    p.add_argument("--vectors", default=None, help="frontier: real, random or real,random; links, planner: real or "
+                   "random (default random); autoindex: clustered, random or real (default clustered)")
     p.add_argument("--quantizations", default="none,int8", help=f"frontier: from none,{','.join(QUANTIZATIONS)}")
     p.add_argument("--hnsw-ef", type=positive_ints, default=list(HNSW_EFS), help="frontier: hnsw_ef values")
     p.add_argument("--queries", type=count(1), default=500)
     p.add_argument("--n", type=count(1), default=100_000, help="autoindex/throughput/links: N (default 100000)")
     p.add_argument("--threads", type=positive_ints, default=[1, 2, 4])
+    p.add_argument("--max-segment", type=points_or_none, default=[DEFAULT],
+                   help="autoindex: max_segment_points values, none for the engine's own (default: the store's)")
+    p.add_argument("--index-threshold", type=positive_ints, default=[None],
+                   help="autoindex: index_threshold values (default: the store's)")
+    p.add_argument("--hybrid", action="store_true", help="autoindex: a hybrid store and hybrid queries")
     p.add_argument("--gitbugs", default=None)
     p.add_argument("--out", default="results/production")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "qis_lib.bench.production", *argv])
     out, progress = Path(args.out), not args.no_progress
+    vectors = args.vectors or ("clustered" if args.what == "autoindex" else "random")
+    if args.what in ("links", "planner") and vectors not in data.VECTOR_SETS:
+        p.error(f"{args.what} takes one vector set, real or random, got {vectors!r}")
+    if args.what == "autoindex" and vectors not in VECTOR_KINDS:
+        p.error(f"autoindex takes one vector set, {' or '.join(VECTOR_KINDS)}, got {vectors!r}")
     if args.what == "frontier":
         quants = [None if q == "none" else q for q in args.quantizations.split(",")]
-        summary, raw = frontier(args.sizes, args.vectors.split(","), quants, args.hnsw_ef, args.queries,
+        summary, raw = frontier(args.sizes, vectors.split(","), quants, args.hnsw_ef, args.queries,
                                 gitbugs_path=args.gitbugs, progress=progress)
         write(out, "frontier.csv", summary, command)
         raw.to_csv(out / "frontier_raw.csv.gz", index=False)
         print(summary[["transport", "vectors", "n", "filtered", "quantization", "hnsw_ef", "p50_ms", "p99_ms",
                        "recall_at_10", "index_s", "ram_mb", "disk_mb"]].round(3).to_string(index=False))
     elif args.what == "autoindex":
-        summary, raw = autoindex(args.n, progress=progress)
+        summary, raw = autoindex_sweep(args.n, args.max_segment, args.index_threshold, queries=args.queries,
+                                       progress=progress, vectors=vectors, hybrid=args.hybrid,
+                                       gitbugs_path=args.gitbugs)
         write(out, "autoindex.csv", summary, command)
         raw.to_csv(out / "autoindex_raw.csv.gz", index=False)
         print(summary.T.to_string())
+    elif args.what == "planner":
+        table = planner(args.n, vectors, args.queries, gitbugs_path=args.gitbugs, progress=progress)
+        write(out, "planner.csv", table, command)
+        print(table[["config", "acorn", "filter", "mode", "confidence_sent", "pass_share", "p50_ms", "p99_ms",
+                     "recall_at_10"]].round(3).to_string(index=False))
     elif args.what == "links":
-        if args.vectors not in data.VECTOR_SETS:
-            p.error(f"links takes one vector set, real or random, got {args.vectors!r}")
-        table = payload_links(args.n, args.vectors, args.queries, gitbugs_path=args.gitbugs, progress=progress)
+        table = payload_links(args.n, vectors, args.queries, gitbugs_path=args.gitbugs, progress=progress)
         write(out, "links.csv", table, command)
         print(table[["linked", "filter", "pass_share", "index_s", "p50_ms", "p99_ms", "recall_at_10"]].round(3)
               .to_string(index=False))

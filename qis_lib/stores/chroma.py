@@ -30,16 +30,16 @@ def heartbeat_problem(url: str, timeout: float = 1.0) -> str | None:
 
 
 def chroma_where(flt: QueryFilter) -> dict[str, Any]:
-    """The router's filter as a Chroma `where` clause."""
-    clauses: list[dict[str, Any]] = [
-        {"expires_at": {"$gt": flt.now}},
-        {"confidence": {"$gte": flt.min_confidence}},
-    ]
+    """The router's filter as a Chroma `where` clause. A condition that keeps every packet is left
+    out (confidence >= 0.0: an OutcomePacket's confidence is from 0 to 1)."""
+    clauses: list[dict[str, Any]] = [{"expires_at": {"$gt": flt.now}}]
+    if flt.min_confidence > 0.0:
+        clauses.append({"confidence": {"$gte": flt.min_confidence}})
     if flt.domain is not None:
         clauses.append({"domain_tags": {"$contains": flt.domain}})
     if flt.exclude_agent is not None:
         clauses.append({"agent_id": {"$ne": flt.exclude_agent}})
-    return {"$and": clauses}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}  # Chroma's $and takes two or more
 
 
 def _to_metadata(payload: dict) -> dict:

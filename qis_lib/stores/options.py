@@ -43,6 +43,33 @@ DEFAULT_OVERSAMPLING = 2.0
 FILTER_FIELDS = {"domain_tags": "keyword", "agent_id": "keyword", "confidence": "float", "expires_at": "float"}
 HNSW_LINKED_FIELDS = ("domain_tags",)
 
+# How qdrant-edge answers a filtered query (qdrant_edge_params.EdgePlanner), chosen from
+# `python -m qis_lib.bench.production planner` (results/production/planner/planner.csv, real
+# vectors, 100,000 points). A filter a segment estimates to keep fewer than FULL_SCAN_POINTS
+# points is answered by scoring each of them: Qdrant's default stays, since below it filters
+# on a field without graph links (confidence) walk a graph cut to pieces (recall@10 far below
+# 0.99 at 1,000); the domain filter goes faster with each domain's points stored together
+# (is_tenant: compare the "qdrant" and "tenant" rows of the domain filters); ACORN stays off,
+# as it slows the domain filter, which the graph answers with the domain's own links (the
+# rows with acorn 0.4).
+FULL_SCAN_POINTS = 6_666  # Qdrant's default: 10,000 KB of 384-d vectors
+DOMAIN_IS_TENANT = True
+ACORN_MAX_SELECTIVITY: float | None = None
+
+# qdrant-edge's automatic index builds (QdrantEdgeStore, qdrant_edge_builds.py). A build starts
+# once INDEX_THRESHOLD points were written since the last one, and holds Python's GIL (so every
+# thread of the process) until it ends; it indexes the new points and, up to
+# MAX_SEGMENT_POINTS, merges them into the smallest indexed segment. Chosen from
+# `python -m qis_lib.bench.production autoindex` (results/production/segments/autoindex.csv,
+# 100,000 single deposits of real vectors): the largest bound whose longest stall (build_s_max,
+# tick_gap_max_ms) stays under 2 s, since each further segment adds to every query
+# (p99_ratio_bulk_*); a smaller threshold makes each build's own share smaller. A hybrid store's
+# build also rebuilds the BM25 index of what it merges, so it has its own bound, read the same
+# way from results/production/segments-hybrid/autoindex.csv.
+INDEX_THRESHOLD = 2_500
+MAX_SEGMENT_POINTS = 25_000
+MAX_SEGMENT_POINTS_HYBRID = 15_000
+
 
 def _int_option(name: str, value, low: int, high: int) -> int | None:
     if value is None:

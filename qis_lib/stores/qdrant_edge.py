@@ -2,12 +2,14 @@
 
 HNSW and payload indexes as in a Qdrant server, no network hop. The engine has no
 background optimizer of its own: points written since the last `optimize()` are
-searched by brute force. So this store plays the server's optimizer: once
-`index_threshold` points have been written since the last build, it builds the index
-in a background thread (the deposit that crossed the threshold is acknowledged
-first). qdrant-edge-py's `optimize()` holds Python's GIL while it runs, so other
-threads of the process wait for a build; the engine indexes the new segment, which
-keeps a build short (see the README, "Qdrant's production options").
+searched by brute force. So this store plays the server's optimizer (`IndexBuilder`,
+qdrant_edge_builds.py): once `index_threshold` points have been written since the last
+build, it builds the index in a background thread (the deposit that crossed the threshold
+is acknowledged first). qdrant-edge-py's `optimize()` holds Python's GIL while it runs, so
+every other thread of the process waits for a build; so no build makes a segment above
+`max_segment_points` points out of smaller ones, which bounds how long one takes (see the
+README, "Qdrant's production options"). A build never holds the store's own lock: queries
+go on during one (the engine's locks keep them correct) as soon as the GIL lets them.
 
 Hybrid search (`hybrid=True`): each point also holds a BM25 sparse vector of its
 problem text ("bm25", IDF modifier), and a query with `text=` is one request: a dense
@@ -19,6 +21,7 @@ write-ahead log. That survives a crash of the process (SIGKILL), not a power los
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -32,8 +35,10 @@ import numpy as np
 from .bm25 import SPARSE_NAME, TEXT_FIELD, Bm25Encoder, HybridParams
 from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBusyError, StoreDamagedError, check_dim,
                        check_uuid_ids, opening_error)
-from .options import DEFAULT, resolve
-from .qdrant_edge_params import cosine, edge_filter, edge_payload_indexes, edge_quantization, edge_search_params  # noqa: F401 (re-exported)
+from .options import DEFAULT, INDEX_THRESHOLD, MAX_SEGMENT_POINTS, MAX_SEGMENT_POINTS_HYBRID, resolve
+from .qdrant_edge_builds import IndexBuilder
+from .qdrant_edge_params import (EdgePlanner, cosine, edge_config, edge_filter, edge_payload_indexes,  # noqa: F401
+                                 edge_quantization, edge_search_params)  # (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,13 @@ def free_space_problem(path: str, needed: int = MIN_FREE_BYTES) -> str | None:
             f"to write (its files are memory-mapped: a write into a full disk would kill the process)")
 
 
-DEFAULT_INDEX_THRESHOLD = 5_000  # points written since the last build that start the next one
+DEFAULT_INDEX_THRESHOLD = INDEX_THRESHOLD  # points written since the last build that start the next one
+
+
+def _points_option(name: str, value, meaning: str):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be None ({meaning}) or a positive int, got {value!r}")
+    return value
 
 
 class QdrantEdgeStore(Store):
@@ -62,26 +73,33 @@ class QdrantEdgeStore(Store):
 
     hybrid: True keeps a BM25 sparse vector beside the dense one (see the module
     docstring); False, dense only; None, what an existing folder holds (a new one: hybrid).
-    rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`)."""
+    rrf_k, prefetch, bm25_avg_len: the fusion's parameters (`HybridParams`).
+    index_threshold: points written since the last build that start the next one (None: only
+    `optimize()` builds). max_segment_points: the largest segment a build makes out of smaller
+    ones (DEFAULT: options.py's, smaller for a hybrid store, whose builds also rebuild the BM25
+    index; None: the engine's own, 256 MB of vectors per indexing thread, so each build merges
+    into one segment that grows with the store). planner: how filtered queries are answered (`EdgePlanner`)."""
 
     name = "qdrant-edge"
 
     def __init__(self, path: str | None = None, dim: int = 384, payload_index: bool = True,
                  hnsw_ef: int | None = DEFAULT, *, quantization: str | None = DEFAULT, m: int | None = DEFAULT,
                  ef_construct: int | None = DEFAULT, rescore: bool = True, oversampling: float | None = DEFAULT,
-                 index_threshold: int | None = DEFAULT_INDEX_THRESHOLD, hybrid: bool | None = False,
-                 rrf_k: int = HybridParams.rrf_k, prefetch: int = HybridParams.prefetch,
+                 index_threshold: int | None = DEFAULT_INDEX_THRESHOLD,
+                 max_segment_points: int | None = DEFAULT, planner: EdgePlanner | None = None,
+                 hybrid: bool | None = False, rrf_k: int = HybridParams.rrf_k, prefetch: int = HybridParams.prefetch,
                  bm25_avg_len: float = HybridParams.avg_len):
         import qdrant_edge as qe
 
         self.dim = check_dim(dim)
         # Checks every value, naming a bad one; DEFAULT: the project's default (options.py).
         self.options, _ = resolve(quantization, m, ef_construct, hnsw_ef, rescore, oversampling)
-        if index_threshold is not None and (isinstance(index_threshold, bool) or not isinstance(index_threshold, int)
-                                            or index_threshold < 1):
-            raise ValueError(f"index_threshold must be None (build only on optimize()) or a positive int, "
-                             f"got {index_threshold!r}")
-        self.index_threshold = index_threshold
+        self.index_threshold = _points_option("index_threshold", index_threshold, "build only on optimize()")
+        self._max_segment = max_segment_points if max_segment_points is DEFAULT else _points_option(
+            "max_segment_points", max_segment_points, "the engine's default")
+        if planner is not None and not isinstance(planner, EdgePlanner):
+            raise ValueError(f"planner must be an EdgePlanner or None, got {planner!r}")
+        self.planner = EdgePlanner() if planner is None else planner
         self._tmpdir = None
         if path is None:  # a throwaway store, removed on close
             self._tmpdir = tempfile.mkdtemp(prefix="qis-edge-")
@@ -96,13 +114,14 @@ class QdrantEdgeStore(Store):
         with_bm25 = self._open(qe, dim, hybrid, exists)
         self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
         self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
+        self.max_segment_points = self._segment_bound(with_bm25)
         self._lock = threading.RLock()  # close() must not race a query
         # A folder whose write-ahead log is gone opens as an empty shard: our manifest notices.
         self._manifest = FolderManifest(self.path, "qdrant-edge") if self._tmpdir is None else None
         try:
             stored = self.shard.info()
             if payload_index:
-                for field, kind in edge_payload_indexes().items():
+                for field, kind in edge_payload_indexes(tenant_domain=self.planner.tenant_domain).items():
                     if field not in stored.payload_schema:
                         self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
             count = self.count()
@@ -123,35 +142,22 @@ class QdrantEdgeStore(Store):
             with_bm25 = hybrid
             self.capabilities = Capabilities(persistent=self._tmpdir is None, hybrid=with_bm25)
             self._bm25 = Bm25Encoder(bm25_avg_len) if with_bm25 else None
+            self.max_segment_points = self._segment_bound(with_bm25)
         if hybrid is not None and hybrid != with_bm25:
             self.shard.close()
             raise ValueError(f"qdrant-edge store {self.path} was created with{'' if with_bm25 else 'out'} a BM25 sparse "
                              f"vector, but hybrid={hybrid}; open it with hybrid={with_bm25} or hybrid=None")
-        self._params = edge_search_params(self.options)
-        # The index builder: points written since the last build, and the thread building now.
-        self._index_lock = threading.Lock()
-        self._unindexed = stored.points_count - stored.indexed_vectors_count
-        self._builder: threading.Thread | None = None
-        self._bulk = False  # between before_bulk_load() and after_bulk_load(): no automatic build
-        self.builds: list[dict] = []  # one entry per automatic build: points, seconds
-        self.index_error: Exception | None = None
+        self._params = edge_search_params(self.options, self.planner)
+        self.indexer = IndexBuilder(self, self.index_threshold, stored.points_count - stored.indexed_vectors_count)
 
     def _config(self, qe, with_bm25: bool = False):
-        """The shard's config: vectors (and the BM25 sparse vector), HNSW, quantization, and
-        optimizer thresholds that match ours."""
-        o = self.options
-        hnsw = qe.HnswIndexConfig(m=o.m if o.m is not None else 16,  # None: Qdrant's defaults
-                                  ef_construct=o.ef_construct if o.ef_construct is not None else 100,
-                                  full_scan_threshold=10_000)
-        optimizers = None
-        if self.index_threshold is not None:
-            # The engine indexes a segment once it holds more than indexing_threshold KB of vectors.
-            kb = max(1, self.index_threshold * self.dim * 4 // 1024)
-            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=kb)
-        sparse = {SPARSE_NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if with_bm25 else None
-        return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
-                             sparse_vectors=sparse, hnsw_config=hnsw, quantization_config=edge_quantization(o.quantization),
-                             optimizers=optimizers)
+        return edge_config(qe, self.dim, self.options, self.planner, self.index_threshold,
+                           self._segment_bound(with_bm25), with_bm25)
+
+    def _segment_bound(self, with_bm25: bool) -> int | None:
+        if self._max_segment is not DEFAULT:
+            return self._max_segment
+        return MAX_SEGMENT_POINTS_HYBRID if with_bm25 else MAX_SEGMENT_POINTS
 
     def _open(self, qe, dim: int, hybrid: bool | None, exists: bool) -> bool:
         """Create or load the shard (hybrid=None: as the folder holds it, a new one hybrid). Returns hybrid."""
@@ -197,49 +203,31 @@ class QdrantEdgeStore(Store):
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             if self._manifest is not None:
                 self._manifest.after_write(self.count)
-        self._written(len(points))
-
-    def _written(self, n: int) -> None:
-        """Count unindexed points; past `index_threshold`, start a build in the background."""
-        if self.index_threshold is None:
-            return
-        with self._index_lock:
-            self._unindexed += n
-            if self._bulk or self._unindexed < self.index_threshold or (
-                    self._builder is not None and self._builder.is_alive()):
-                return
-            self._builder = threading.Thread(target=self._build, args=(self._unindexed,), daemon=True,
-                                             name=f"qdrant-edge-index {self.path}")
-            self._unindexed = 0
-            self._builder.start()
-
-    def _build(self, points: int) -> None:
-        import time
-
-        shard = self.shard
-        if shard is None:
-            return
-        start = time.perf_counter()
-        try:
-            shard.optimize()  # the engine's own locks let reads and writes go on (the GIL does not)
-        except Exception as exc:  # a failed build leaves the data searchable by brute force
-            self.index_error = exc
-            log.warning("qdrant-edge index build in %s failed: %s", self.path, exc)
-            return
-        self.builds.append({"points": points, "seconds": time.perf_counter() - start})
+        self.indexer.written(len(points))
 
     def set_hnsw_ef(self, hnsw_ef: int | None) -> None:
         """Change the query-time `hnsw_ef` (no rebuild needed: it is a search parameter)."""
-        import dataclasses
-
         self.options = dataclasses.replace(self.options, hnsw_ef=hnsw_ef)  # checked again
-        self._params = edge_search_params(self.options)
+        self._params = edge_search_params(self.options, self.planner)
+
+    def set_acorn(self, acorn: float | None) -> None:
+        """Change ACORN's largest filter share for queries (`EdgePlanner.acorn`; no rebuild needed)."""
+        self.planner = dataclasses.replace(self.planner, acorn=acorn)  # checked again
+        self._params = edge_search_params(self.options, self.planner)
+
+    @property
+    def builds(self) -> list[dict]:
+        """One entry per automatic build (`IndexBuilder`): points, started, seconds, cpu_seconds, segments after it."""
+        return self.indexer.builds
+
+    @property
+    def index_error(self) -> Exception | None:
+        """The last automatic build's failure, if any (the points stay searchable by brute force)."""
+        return self.indexer.error
 
     def wait_for_index(self) -> None:
         """Return once no automatic build is running."""
-        builder = self._builder
-        if builder is not None:
-            builder.join()
+        self.indexer.wait()
 
     def _hybrid_request(self, vector: np.ndarray, text: str, top_k: int, flt: QueryFilter):
         """One request: dense and BM25 prefetches, each under the filter, fused by RRF in the engine."""
@@ -301,14 +289,14 @@ class QdrantEdgeStore(Store):
         """No automatic build until `after_bulk_load()`: each build re-indexes what the engine
         merges, so builds every `index_threshold` points of a large load would cost far more
         than one build at the end (Qdrant's advice for a server: indexing off while uploading)."""
-        self._bulk = True
+        self.indexer.hold()
 
     def after_bulk_load(self) -> None:
         """Build the HNSW and payload indexes over everything now (waiting for a build under way)."""
         try:
             self.optimize()
         finally:
-            self._bulk = False  # a failed build leaves the automatic builds on, not held for ever
+            self.indexer.resume()  # a failed build leaves the automatic builds on, not held for ever
 
     def _purge_expired(self, now: float, agent_id: str | None) -> int:
         """Delete every packet expired at `now` (of `agent_id` only, if given) inside the engine
@@ -346,7 +334,6 @@ class QdrantEdgeStore(Store):
                 if offset is None:
                     return ids
 
-
     def info(self) -> dict:
         """The engine's own view of the shard: points, HNSW-indexed vectors, segments, payload
         indexes. It has no status: no background optimizer (see `optimize()`)."""
@@ -357,12 +344,10 @@ class QdrantEdgeStore(Store):
                 "mode": "in-process engine"}
 
     def optimize(self) -> bool:
-        """Build HNSW and payload indexes over everything written so far (synchronous)."""
-        self.wait_for_index()
-        with self._lock:
-            with self._index_lock:
-                self._unindexed = 0
-            return self.shard.optimize()
+        """Build HNSW and payload indexes over everything written so far (synchronous).
+        Queries and writes from other threads are not held by the store meanwhile (the GIL
+        holds them: see the module docstring)."""
+        return self.indexer.build_now()
 
     def flush(self) -> None:
         with self._lock:
@@ -373,7 +358,7 @@ class QdrantEdgeStore(Store):
         import qdrant_edge as qe
 
         self.wait_for_index()
-        with self._lock:
+        with self.indexer.build_lock, self._lock:
             if self.shard is not None:
                 shard, self.shard = self.shard, None
                 try:

@@ -9,13 +9,14 @@ from .contract import QueryFilter
 from .options import FILTER_FIELDS, HNSW_LINKED_FIELDS, IndexOptions
 
 def qdrant_filter(flt: QueryFilter):
-    """The router's filter as a qdrant-client `models.Filter`."""
+    """The router's filter as a qdrant-client `models.Filter`. A condition that keeps every packet
+    is left out (confidence >= 0.0: an OutcomePacket's confidence is from 0 to 1), so the planner
+    does not estimate and check it."""
     from qdrant_client import models
 
-    must = [
-        models.FieldCondition(key="expires_at", range=models.Range(gt=flt.now)),
-        models.FieldCondition(key="confidence", range=models.Range(gte=flt.min_confidence)),
-    ]
+    must = [models.FieldCondition(key="expires_at", range=models.Range(gt=flt.now))]
+    if flt.min_confidence > 0.0:
+        must.append(models.FieldCondition(key="confidence", range=models.Range(gte=flt.min_confidence)))
     if flt.domain is not None:
         must.append(models.FieldCondition(key="domain_tags", match=models.MatchValue(value=flt.domain)))
     must_not = None
