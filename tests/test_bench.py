@@ -25,9 +25,9 @@ from qis_lib.embedders import HashEmbedder
 from qis_lib.stores import open_store
 
 MINI = Path(__file__).parent / "fixtures" / "gitbugs_mini" / "jira"
-QUERY_COLUMNS = ["transport", "config", "hybrid", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10",
+QUERY_COLUMNS = ["store", "config", "hybrid", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10",
                  "dense_overlap_at_10", "dense_overlap_min", "raw_p50_ms", "raw_p99_ms", "router_added_us",
-                 "router_added_ratio", "raw_reads_payloads", "router_overhead", "transport_overhead", "router_p99_ms",
+                 "router_added_ratio", "raw_reads_payloads", "router_overhead", "store_overhead", "router_p99_ms",
                  "numpy_p99_ms", "vectors", "target", "rrf_k", "prefetch", "deposit_per_s", "deposit_single_p50_ms",
                  "deposit_single_p99_ms", "load_1min"]
 KEYS = ["target", "config", "n", "filtered"]
@@ -360,7 +360,7 @@ def test_plots_draw_old_tables_and_new_ones(small_run, tmp_path):
 
 
 def test_run_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="unknown transport"):
+    with pytest.raises(ValueError, match="unknown store target"):
         run(["nosuch"])
     with pytest.raises(ValueError, match="unknown vector set"):
         run(["memory"], vectors=["words"])
@@ -372,7 +372,7 @@ def test_run_rejects_bad_arguments():
 
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
-    argv = ["--transports", "memory,qdrant-edge", "--sizes", "120,240", "--vectors", "random", "--queries", "15",
+    argv = ["--stores", "memory,qdrant-edge", "--sizes", "120,240", "--vectors", "random", "--queries", "15",
             "--warmup", "2", "--single-deposits", "3", "--out", str(out), "--no-progress"]
     main(argv)
     table = pd.read_csv(out / "query.csv")
@@ -415,7 +415,7 @@ def test_a_run_stopped_midway_keeps_the_sizes_it_finished(tmp_path, monkeypatch)
 
     monkeypatch.setattr(latency, "measure_target", measure)
     out = tmp_path / "bench"
-    argv = ["--transports", "memory,qdrant-edge", "--sizes", "120,240", "--vectors", "random", "--queries", "10",
+    argv = ["--stores", "memory,qdrant-edge", "--sizes", "120,240", "--vectors", "random", "--queries", "10",
             "--warmup", "1", "--single-deposits", "0", "--out", str(out), "--no-progress", "--no-plots"]
     with pytest.raises(KeyboardInterrupt):
         main(argv)

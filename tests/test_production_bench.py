@@ -10,19 +10,19 @@ import pytest
 from qis_lib.bench import production
 from qis_lib.stores.options import FILTER_FIELDS, HNSW_LINKED_FIELDS
 
-SUMMARY = ["transport", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10", "raw_p99_ms"]
+SUMMARY = ["store", "n", "filtered", "p50_ms", "p95_ms", "p99_ms", "recall_at_10", "raw_p99_ms"]
 
 
 def test_frontier_has_one_row_per_option_and_filter_and_keeps_every_query():
     summary, raw = production.frontier([300], ["random"], [None, "int8"], [16, 64], queries=20)
     assert set(SUMMARY + ["quantization", "hnsw_ef", "m", "ef_construct", "index_s", "ram_mb", "disk_mb", "cpu",
                           "cores", "qdrant-edge-py", "load_1min"]) <= set(summary.columns)
-    keys = sorted(map(tuple, summary[["transport", "quantization", "hnsw_ef", "filtered"]].fillna(0).values.tolist()))
+    keys = sorted(map(tuple, summary[["store", "quantization", "hnsw_ef", "filtered"]].fillna(0).values.tolist()))
     assert keys == sorted([("memory", "none", 0, f) for f in (False, True)]
                           + [("qdrant-edge", q, ef, f) for q in ("none", "int8") for ef in (16, 64) for f in (False, True)])
-    assert (summary.loc[summary["transport"] == "memory", "recall_at_10"] == 1.0).all()
+    assert (summary.loc[summary["store"] == "memory", "recall_at_10"] == 1.0).all()
     assert len(raw) == len(summary) * 20  # every query's latency and recall
-    merged = raw.groupby(["transport", "quantization", "hnsw_ef", "filtered"], dropna=False)["recall"].mean()
+    merged = raw.groupby(["store", "quantization", "hnsw_ef", "filtered"], dropna=False)["recall"].mean()
     assert np.allclose(sorted(merged.values), sorted(summary["recall_at_10"].values))
 
 

@@ -1,10 +1,10 @@
 """Query latency and recall of the stores against N: the benchmark's command line.
 
-    python -m qis_lib.bench --transports memory,qdrant-edge --sizes 1000,10000 --out results/
+    python -m qis_lib.bench --stores memory,qdrant-edge --sizes 1000,10000 --out results/
 
 Each store runs as make_router opens it (config "default (hybrid)" on qdrant-edge and
 qdrant, "default (dense)" elsewhere) and, on those two, dense only as well (config "dense";
---configs default to leave it out). Writes to --out: query.csv (one row per transport,
+--configs default to leave it out). Writes to --out: query.csv (one row per store,
 config, vectors, n, filtered; machine info, versions and this command in every row; while
 the run goes on, query.partial.csv holds the rows finished so far and is removed at the
 end), query_raw.csv.gz (every timed query: its config, its latency through the store, the
@@ -78,8 +78,8 @@ def parser() -> argparse.ArgumentParser:
     listing = "\n".join(f"  {t.name:14} {t.mode}" + (f" (N <= {t.max_n:,} unless --cap)" if t.max_n else "")
                          + (f" (cannot run here: {t.unavailable()})" if t.unavailable() else "") for t in known.values())
     p = argparse.ArgumentParser(prog="python -m qis_lib.bench", description=__doc__,
-                                epilog="transports:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--transports", type=names(list(known)), default=["memory", "qdrant-edge"],
+                                epilog="stores:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stores", "--transports", dest="stores", type=names(list(known)), default=["memory", "qdrant-edge"],
                    help="comma-separated, from the list below (default memory,qdrant-edge)")
     p.add_argument("--sizes", type=positive_ints, default=[1000, 10000, 100000],
                    help="comma-separated numbers of points N (default 1000,10000,100000)")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     known = targets()
-    missing = [f"{t}: {known[t].unavailable()}" for t in args.transports if known[t].unavailable()]
+    missing = [f"{t}: {known[t].unavailable()}" for t in args.stores if known[t].unavailable()]
     if missing:
         parser().error("; ".join(missing))
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None):
         rows.assign(**run_info()).to_csv(partial, index=False)
 
     per_query: list = []
-    table = run(args.transports, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
+    table = run(args.stores, args.sizes, args.vectors, queries=args.queries, warmup=args.warmup, seed=args.seed,
                 single_deposits=args.single_deposits, gitbugs_path=args.gitbugs, progress=not args.no_progress,
                 skipped=skipped, caps=dict(args.cap), on_rows=keep, raw=per_query, configs=args.configs)
     info = run_info()

@@ -11,15 +11,15 @@ target and each configuration, a fresh store is loaded and measured. Configurati
 send their text; "default (dense)" elsewhere), and, on the hybrid stores only, "dense"
 (`hybrid=False`). `hybrid` says whether the row's queries were hybrid. Per row:
 
-- deposit: bulk `transport.upsert` in batches of `BATCH` with the vectors given
+- deposit: bulk `store.upsert` in batches of `BATCH` with the vectors given
   (`deposit_per_s`: the store's write rate, BM25 encoding included on a hybrid store;
   embedding is measured apart), then the index build where the store has an explicit one
   (`index_s`: qdrant-edge `optimize()`; a Qdrant server's background indexing is waited for);
 - query, unfiltered and filtered, after `warmup` untimed queries, over `queries` timed
   ones; three calls per query, back to back, before the next query (`ORDERS`: the
   router and the raw call adjacent, which goes first alternating query by query, the
-  transport call first or last), so a burst of load from elsewhere hits all three alike:
-  - `p50_ms` / `p95_ms` / `p99_ms`: `transport.query(vector, k, QueryFilter)` (with
+  store call first or last), so a burst of load from elsewhere hits all three alike:
+  - `p50_ms` / `p95_ms` / `p99_ms`: `store.query(vector, k, QueryFilter)` (with
     `text=` the query's text on a hybrid row), qis_lib's store call with the vector given;
   - `router_p*_ms`: `OutcomeRouter.query(text, ...)` over that store, the router
     `make_router` builds, with an embedder whose cache already holds every query text
@@ -34,12 +34,12 @@ send their text; "default (dense)" elsewhere), and, on the hybrid stores only, "
     `ROUTER_GOAL`; `overhead_summary` and `print_overhead` show it). What the store does per
     query around the engine counts in it: the filter, the request (on a hybrid row, the BM25
     vector of the text too) and, on a hybrid row, each hit's cosine from its returned vector;
-  - `transport_overhead` = p99_ms / raw_p99_ms and `router_overhead` = router_p99_ms /
+  - `store_overhead` = p99_ms / raw_p99_ms and `router_overhead` = router_p99_ms /
     raw_p99_ms: ratios of separately ranked tails, so noisy where the difference is small;
 - `numpy_p50_ms` / `numpy_p99_ms`: exact numpy search of the same matrix and filter
   (the floor), timed once per (vectors, N, filtered);
 - `dense_overlap_at_10`: mean over the timed queries of the share of the exact dense top 10
-  (same vectors, same filter) that `transport.query` returned; `dense_overlap_min` the
+  (same vectors, same filter) that `store.query` returned; `dense_overlap_min` the
   worst query. On a dense row that is the index's recall, also given as `recall_at_10`
   and `recall_min`. A hybrid row reorders by fusion with BM25 on purpose, so its overlap
   with exact dense search is a different quantity (how far fusion moved the answer, not
@@ -86,8 +86,8 @@ K = 10
 PACKAGES = ("numpy", "pandas", "chromadb", "qdrant-client", "qdrant-edge-py", "onnxruntime")
 CONFIGS = ("default", "dense")  # the router's default (as make_router opens the store), and dense only
 # Per query t, the calls in the order ORDERS[t % 4]: router and raw adjacent, each first every other query.
-ORDERS = (("transport", "router", "raw"), ("transport", "raw", "router"),
-          ("router", "raw", "transport"), ("raw", "router", "transport"))
+ORDERS = (("store", "router", "raw"), ("store", "raw", "router"),
+          ("router", "raw", "store"), ("raw", "router", "store"))
 ROUTER_GOAL = 0.10  # the router's paired overhead at the median query, as a share of the engine's call
 
 
@@ -96,7 +96,7 @@ class Target:
     """One way of running a store, from a registry mode that names a benchmark target."""
 
     name: str  # the target's name on the command line
-    transport: str  # the store's make_router name
+    store: str  # the store's make_router name
     mode: str  # what the mode is, in words
     mode_name: str  # the registry mode it runs
     max_n: int | None = None  # larger N are skipped, for the reason below
@@ -208,7 +208,7 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
             flts = filters[filtered]
             found: list = [None] * len(flts)
 
-            def through_transport(j, flts=flts, found=found):
+            def through_store(j, flts=flts, found=found):
                 found[j] = (store.query(vset.queries[j], k, flts[j], text=texts[j]) if hybrid
                             else store.query(vset.queries[j], k, flts[j]))
 
@@ -216,7 +216,7 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
                 f = flts[j]
                 router.query(texts[j], top_k=k, domain=f.domain, min_confidence=f.min_confidence, now=f.now)
 
-            fns = {"transport": through_transport, "router": through_router}
+            fns = {"store": through_store, "router": through_router}
             native = engine_call(store, vset.queries, flts, k, texts if hybrid else None, payloads)
             orders = ORDERS
             if native is None:
@@ -230,10 +230,10 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
                 times = time_interleaved(fns, timed, orders, progress=bar.update)
             found_rows = [[row_of[payload["agent_id"]] for payload, _ in found[j]] for j in timed]
             overlap = data.recall_at_k(found_rows, vset.vectors, vset.queries[warmup:], masks[filtered][warmup:], k)
-            row = {"transport": target.transport, "target": target.name, "mode": target.mode, "config": label,
+            row = {"store": target.store, "target": target.name, "mode": target.mode, "config": label,
                    "hybrid": hybrid, "vectors": vset.name, "n": n, "filtered": filtered,
                    "pass_share": float(np.mean([m.mean() for m in masks[filtered][warmup:]])),
-                   **percentiles("", times["transport"]), **percentiles("raw_", times.get("raw")),
+                   **percentiles("", times["store"]), **percentiles("raw_", times.get("raw")),
                    **percentiles("router_", times["router"]), **paired(times), **floors[filtered],
                    "raw_reads_payloads": native is not None and reads_payloads(store),
                    "recall_at_10": float("nan") if hybrid else float(overlap.mean()),
@@ -241,14 +241,14 @@ def measure_target(target: Target, vset: data.VectorSet, points: data.Points, fi
                    "dense_overlap_at_10": float(overlap.mean()), "dense_overlap_min": float(overlap.min()),
                    "rrf_k": getattr(fusion, "rrf_k", None), "prefetch": getattr(fusion, "prefetch", None),
                    **{k: getattr(getattr(store, "options", None), k, None) for k in INDEX_OPTIONS}}
-            row["transport_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
+            row["store_overhead"] = row["p99_ms"] / row["raw_p99_ms"]
             row["router_overhead"] = row["router_p99_ms"] / row["raw_p99_ms"]
             rows.append(row)
             if raw is not None:
                 first = [orders[t % len(orders)] for t in range(queries)]
                 raw.append(pd.DataFrame({
                     "target": target.name, "config": label, "vectors": vset.name, "n": n, "filtered": filtered,
-                    "query": np.asarray(timed), "ms": times["transport"] * 1e3, "router_ms": times["router"] * 1e3,
+                    "query": np.asarray(timed), "ms": times["store"] * 1e3, "router_ms": times["router"] * 1e3,
                     "raw_ms": times["raw"] * 1e3 if "raw" in times else np.nan,
                     "router_first": [o.index("router") < o.index("raw") for o in first] if "raw" in times else None,
                     "recall": overlap}))
@@ -298,7 +298,7 @@ def check_targets(names: Sequence[str]) -> list[Target]:
     known = targets()
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown transport(s) {unknown}; choose from {', '.join(known)}")
+        raise ValueError(f"unknown store target(s) {unknown}; choose from {', '.join(known)}")
     missing = [f"{n}: {known[n].unavailable()}" for n in names if known[n].unavailable()]
     if missing:
         raise ValueError("; ".join(missing))

@@ -95,7 +95,7 @@ def planner(n: int, vectors: str = "random", queries: int = 300, seed: int = 0, 
                                                               warmup=queries)
                             recall = data.recall_at_k(found, vset.vectors, vset.queries, masks[name], K)
                             rows.append({
-                                "transport": "qdrant-edge", "vectors": vectors, "n": n, "config": config,
+                                "store": "qdrant-edge", "vectors": vectors, "n": n, "config": config,
                                 **CONFIGS[config], "acorn": acorn, "filter": name, "mode": mode,
                                 "confidence_sent": sent or flts[0].min_confidence > 0.0,
                                 "pass_share": float(np.mean([m.mean() for m in masks[name]])),

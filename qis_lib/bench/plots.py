@@ -142,7 +142,7 @@ def plot_recall_vs_latency(table: pd.DataFrame, path: str | os.PathLike | None =
             log_axis(ax, "x")
         lowest = dense["recall_at_10"].min() if len(dense) else 1.0
         ax.set_ylim(min(0.98, float(lowest) - 0.03), 1.01)
-        ax.set_xlabel("p99 query latency (ms), transport.query with the vector given")
+        ax.set_xlabel("p99 query latency (ms), store.query with the vector given")
         ax.set_title(panel_title(filtered))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("recall@10 vs exact search (same filter)")

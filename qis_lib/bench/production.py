@@ -11,7 +11,7 @@ asked, throughput with several client threads, graph links, and the filtered-que
   loaded and indexed (`index_s`, the RAM the process gained `ram_mb`, the folder's size
   `disk_mb`), then every `hnsw_ef` is timed on the same queries, unfiltered and filtered; the
   memory store (exact) is the reference. `frontier.csv` has the summary columns of
-  `python -m qis_lib.bench` (transport, n, filtered, p50_ms, p95_ms, p99_ms, recall_at_10,
+  `python -m qis_lib.bench` (store, n, filtered, p50_ms, p95_ms, p99_ms, recall_at_10,
   raw_p99_ms) plus one per option; `frontier_raw.csv.gz` keeps every query's latency and
   recall, so a new metric needs no rerun.
 - `autoindex` (`builds.py`): N single router deposits into a qdrant-edge store that builds its
@@ -77,9 +77,9 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                                  all_points.expires_at[:n])
             masks = {f: data.filter_masks(points, filters[f]) for f in (False, True)}
             configs = [("memory", None)] + [("qdrant-edge", q) for q in quantizations]
-            for transport, quant in tqdm(configs, desc=f"{vname} n={n}", disable=not progress):
+            for store_name, quant in tqdm(configs, desc=f"{vname} n={n}", disable=not progress):
                 before = rss_mb()
-                if transport == "memory":
+                if store_name == "memory":
                     store = MemoryStore(dim=vset.vectors.shape[1])
                 else:
                     extra = {} if index_threshold is None else {"index_threshold": index_threshold}
@@ -90,8 +90,8 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                     store.after_bulk_load()
                     index_s = time.perf_counter() - start
                     ram = rss_mb() - before
-                    disk = folder_mb(store.path) if transport != "memory" else float("nan")
-                    efs = [None] if transport == "memory" else list(hnsw_efs)
+                    disk = folder_mb(store.path) if store_name != "memory" else float("nan")
+                    efs = [None] if store_name == "memory" else list(hnsw_efs)
                     for ef in efs:
                         if ef is not None:
                             store.set_hnsw_ef(ef)
@@ -100,7 +100,7 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                             recall = data.recall_at_k(rows, vset.vectors, vset.queries, masks[filtered], K)
                             ms = seconds * 1e3
                             summary.append({
-                                "transport": transport, "vectors": vname, "n": n, "filtered": filtered,
+                                "store": store_name, "vectors": vname, "n": n, "filtered": filtered,
                                 "quantization": quant or "none", "hnsw_ef": ef, "m": getattr(store, "options", None)
                                 and store.options.m, "ef_construct": getattr(store, "options", None)
                                 and store.options.ef_construct,
@@ -110,7 +110,7 @@ def frontier(sizes: Sequence[int], vectors: Sequence[str], quantizations: Sequen
                                 "p99_ms": np.percentile(ms, 99), "recall_at_10": recall.mean(),
                                 "recall_min": recall.min(), "raw_p99_ms": float("nan"), "load_s": load_s,
                                 "index_s": index_s, "ram_mb": ram, "disk_mb": disk, "queries": queries, **machine()})
-                            raw.append(pd.DataFrame({"transport": transport, "vectors": vname, "n": n,
+                            raw.append(pd.DataFrame({"store": store_name, "vectors": vname, "n": n,
                                                      "filtered": filtered, "quantization": quant or "none",
                                                      "hnsw_ef": ef, "query": np.asarray(timed), "ms": ms,
                                                      "recall": recall}))
@@ -184,7 +184,7 @@ def payload_links(n: int, vectors: str = "random", queries: int = 300, seed: int
             for name, flts in filters.items():
                 seconds, found = time_queries(store, vset, flts, range(queries))
                 recall = data.recall_at_k(found, vset.vectors, vset.queries, masks[name], K)
-                rows.append({"transport": "qdrant-edge", "vectors": vectors, "n": n, "linked": choice,
+                rows.append({"store": "qdrant-edge", "vectors": vectors, "n": n, "linked": choice,
                              "linked_fields": " ".join(LINK_CHOICES[choice]) or "-", "filter": name,
                              "pass_share": float(np.mean([m.mean() for m in masks[name]])),
                              "p50_ms": np.percentile(seconds, 50) * 1e3, "p99_ms": np.percentile(seconds, 99) * 1e3,
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None):
                                 gitbugs_path=args.gitbugs, progress=progress)
         write(out, "frontier.csv", summary, command)
         raw.to_csv(out / "frontier_raw.csv.gz", index=False)
-        print(summary[["transport", "vectors", "n", "filtered", "quantization", "hnsw_ef", "p50_ms", "p99_ms",
+        print(summary[["store", "vectors", "n", "filtered", "quantization", "hnsw_ef", "p50_ms", "p99_ms",
                        "recall_at_10", "index_s", "ram_mb", "disk_mb"]].round(3).to_string(index=False))
     elif args.what == "autoindex":
         summary, raw = autoindex_sweep(args.n, args.max_segment, args.index_threshold, queries=args.queries,

@@ -259,12 +259,12 @@ class QdrantStore(Store):
                                                          query_filter=query_filter, with_payload=True,
                                                          search_params=self._search_params))
             return [(dict(p.payload or {}), float(p.score)) for p in result.points]
-        from .qdrant_edge_params import cosine
+        from .qdrant_edge_params import cosines
 
         request = self._hybrid_request(vector, text, top_k, flt)
         result = self._call(lambda c: c.query_points(self.collection_name, **request))
-        return [(dict(p.payload or {}), cosine(vector, p.vector[""] if isinstance(p.vector, dict) else p.vector))
-                for p in result.points]
+        stored = [p.vector[""] if isinstance(p.vector, dict) else p.vector for p in result.points]
+        return list(zip([dict(p.payload or {}) for p in result.points], cosines(vector, stored)))
 
     def _hybrid_request(self, vector: np.ndarray, text: str, top_k: int, flt: QueryFilter) -> dict:
         """The keywords of one `query_points`: dense and BM25 prefetches, each under the filter, fused by RRF."""

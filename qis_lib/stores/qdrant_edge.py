@@ -37,7 +37,7 @@ from .contract import (Capabilities, FolderManifest, QueryFilter, Store, StoreBu
                        check_uuid_ids, opening_error)
 from .options import DEFAULT, INDEX_THRESHOLD, MAX_SEGMENT_POINTS, MAX_SEGMENT_POINTS_HYBRID, resolve
 from .qdrant_edge_builds import IndexBuilder
-from .qdrant_edge_params import (EdgePlanner, cosine, edge_config, edge_filter, edge_payload_indexes,  # noqa: F401
+from .qdrant_edge_params import (EdgePlanner, cosine, cosines, edge_config, edge_filter, edge_payload_indexes,  # noqa: F401
                                  edge_quantization, edge_search_params)  # (re-exported)
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class QdrantEdgeStore(Store):
         request = self._hybrid_request(vector, text, top_k, flt)
         with self._lock:
             hits = self.shard.query(request)
-        return [(dict(h.payload or {}), cosine(vector, h.vector[""])) for h in hits]
+        return list(zip([h.payload or {} for h in hits], cosines(vector, [h.vector[""] for h in hits])))
 
     def lexical_query(self, text: str, top_k: int, flt: QueryFilter) -> list[tuple[dict, float]]:
         """BM25 alone (the hybrid's lexical branch), for measuring what each branch contributes."""

@@ -125,5 +125,14 @@ def edge_payload_indexes(linked: Sequence[str] = HNSW_LINKED_FIELDS, tenant_doma
 
 def cosine(query: np.ndarray, stored) -> float:
     """Cosine of a query and a stored vector (Qdrant stores cosine vectors normalised)."""
-    stored = np.asarray(stored, dtype=np.float32)
-    return float(stored @ query / max(float(np.linalg.norm(query) * np.linalg.norm(stored)), 1e-12))
+    return cosines(query, [stored])[0]
+
+
+def cosines(query: np.ndarray, stored: Sequence) -> list[float]:
+    """Cosine of a query and each stored vector, in one matrix-vector product (a hybrid result is
+    ordered by the fusion; its score shown is still the cosine)."""
+    if not len(stored):
+        return []
+    matrix = np.asarray(stored, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+    return (matrix @ query / np.maximum(norms, 1e-12)).tolist()

@@ -145,7 +145,7 @@ def concurrent_load(router: OutcomeRouter, threads: int = 8, ops_per_thread: int
         w.join()
     seconds = time.perf_counter() - started
     report = check_loss(router.store.name, ledger.ids, sent, failed, (), router.store.get, router.store.count)
-    return {"transport": router.store.name, "threads": threads, "operations": threads * ops_per_thread,
+    return {"store": router.store.name, "threads": threads, "operations": threads * ops_per_thread,
             **counts, "acknowledged": report.acknowledged, "lost": report.lost, "changed": report.changed,
             "extra": report.extra, "seconds": round(seconds, 2), "error_samples": errors[:3]}
 
