@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel
 
 from ..stores.http import API_KEY_HEADER
 from . import models as m
-from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope
+from .access import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, DEFAULT_REFUSAL_DELAY_S, Access, Envelope, protected
 from .audit import Audit
 from .auth import ACTIONS, AuthFile, Credentials
 from .docs import install_docs
@@ -83,17 +82,38 @@ def library_rules(exc: Exception, fields) -> RequestValidationError:
     return RequestValidationError([{"type": m.RULE, "loc": loc, "msg": message, "input": None}])
 
 
-_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="a key of the service's --auth file "
-                                                                          "(or its --api-key)")
-_bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
+SECURITY_SCHEMES = {
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER,
+                     "description": "a key of the service's --auth file (or its --api-key)"},
+    "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "the same key as a bearer token"},
+}
 
 
-def caller(request: Request, _key=Security(_api_key), _token=Security(_bearer)) -> Caller:
-    """The caller `Access` authenticated (the Security parameters declare the schemes in OpenAPI)."""
+def caller(request: Request) -> Caller:
+    """The caller `Access` authenticated (the key's schemes are declared by `declare_security`)."""
     found = request.scope.get("state", {}).get("caller")
     if found is None:  # Access always sets it on /v1; a missing one is a wiring error, not an open door
         raise HTTPException(401, "no caller: the service's access layer did not run")
     return found
+
+
+def declare_security(app: FastAPI) -> None:
+    """Declare in the OpenAPI document that every operation under a protected prefix takes the key
+    in either scheme. `Access` checks the key before any endpoint runs, so no per-request
+    security dependency is needed (each one costs every request its parsing)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in schema["paths"].items():
+                if protected(path):
+                    for operation in operations.values():
+                        operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFile | Credentials | None = None,
@@ -175,7 +195,7 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFil
             found = await gate.get(me, body.ids)
         except (ValueError, TypeError) as exc:
             raise library_rules(exc, ("ids",)) from None
-        return {"packets": {pid: m.PacketOut.of(p) for pid, p in found.items()}}
+        return {"packets": {pid: m.packet_json(p) for pid, p in found.items()}}
 
     @api.delete("/packets/{packet_id}", response_model=m.DeletedOut, tags=["agents"],
                 responses={404: {"model": ErrorOut, "description": "no packet with this id"}})
@@ -216,8 +236,10 @@ def create_app(namespaces: Namespaces, api_key: str | None = None, auth: AuthFil
 
     vector_api(api, gate, who, library_rules, ErrorOut)
     app.include_router(api)
+    declare_security(app)
     return app
 
 
 def _hits(hits) -> list[dict]:
-    return [{"packet": m.PacketOut.of(p), "score": s} for p, s in hits]
+    """Hits as the answer's JSON (plain dicts: the response model checks and serialises them once)."""
+    return [{"packet": m.packet_json(p), "score": s} for p, s in hits]

@@ -181,7 +181,14 @@ class PacketOut(BaseModel):
 
     @classmethod
     def of(cls, packet: OutcomePacket) -> "PacketOut":
-        return cls(**packet.to_payload(), packet_id=packet.packet_id)
+        return cls(**packet_json(packet))
+
+
+def packet_json(packet: OutcomePacket) -> dict[str, Any]:
+    """A packet's fields as `PacketOut` has them (its payload and its id)."""
+    out = packet.to_payload()
+    out["packet_id"] = packet.packet_id
+    return out
 
 
 class HitOut(BaseModel):
