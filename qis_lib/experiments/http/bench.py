@@ -14,7 +14,7 @@ import pandas as pd
 
 from ...bench.embedding import machine_info
 from ...core.router import make_router
-from ...embedders import get_embedder
+from ...embedders import SERVICE_EMBEDDER, get_embedder
 from ...serve.process import RoutingService
 from ...stores.http import HttpStore
 from .load import AgentResults, embedding_limit, loss_of, problem, run_agents, run_over_http, run_over_http_async
@@ -89,6 +89,7 @@ def measure(levels: Sequence[int] = (1, 4, 16, 64, 1000), store: str = "memory:/
     `python -m qis_lib.serve` (e.g. ("--batch-max", "32"))."""
     if clients not in CLIENTS:
         raise ValueError(f"clients must be one of {CLIENTS}, got {clients!r}")
+    embedder = SERVICE_EMBEDDER if embedder is None else embedder  # the service's own, measured alone beside it
     emb = get_embedder(embedder)
     tag = f"{int(time.time())}"
     load = {"before": os.getloadavg()}

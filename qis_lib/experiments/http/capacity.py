@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...bench.embedding import machine_info
-from ...embedders import get_embedder
+from ...embedders import SERVICE_EMBEDDER, get_embedder
 from ...serve.process import RoutingService
 from .bench import embedding_limits
 from .load import packet
@@ -85,6 +85,7 @@ def run(connections=(1, 16, 64, 1000), seconds: float = 20.0, packets: int = 100
     folder = Path(tempfile.mkdtemp(prefix="qis-capacity-"))
     (folder / "query.lua").write_text(LUA)
     key = secrets.token_urlsafe(24)
+    embedder = SERVICE_EMBEDDER if embedder is None else embedder  # the service's own, measured alone beside it
     emb = get_embedder(embedder)
     load = {"before": os.getloadavg()}
     limits = embedding_limits(emb, f"cap-{int(time.time())}")
