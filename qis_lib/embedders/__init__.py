@@ -124,5 +124,19 @@ def get_embedder(backend: str | None = None) -> Embedder:
         return _cache[key]
 
 
+def service_embedder(backend: str | None = SERVICE_EMBEDDER, threads: int | None = None,
+                     spinning: bool = False) -> Embedder:
+    """The embedder a service runs: `backend` (default SERVICE_EMBEDDER), and for the ONNX
+    backends a session of its own with `threads` intra-op threads (None: one per core) that
+    sleep between runs unless `spinning` (a service's event loop and store need those cores
+    between model calls; ONNX Runtime's default spins)."""
+    if backend not in ("onnx", "onnx-int8"):
+        return get_embedder(backend)
+    from .onnx import OnnxEmbedder
+
+    return OnnxEmbedder(quantize=backend == "onnx-int8", threads=threads, spinning=spinning)
+
+
 __all__ = ["BACKENDS", "DIM", "MODEL_NAME", "SERVICE_EMBEDDER", "CachedEmbedder", "Embedder", "EmbeddingCache",
-           "HashEmbedder", "check_texts", "get_embedder", "model_path", "normalise", "unavailable_reason"]
+           "HashEmbedder", "check_texts", "get_embedder", "model_path", "normalise", "service_embedder",
+           "unavailable_reason"]

@@ -202,11 +202,12 @@ class OnnxEmbedder:
                  path: str | os.PathLike | None = None, *, sort_by_length: bool = DEFAULT_CONFIG.sort_by_length,
                  io_binding: bool = DEFAULT_CONFIG.io_binding, optimization: str = DEFAULT_CONFIG.optimization,
                  execution_mode: str = DEFAULT_CONFIG.execution_mode,
-                 inter_op_threads: int | None = DEFAULT_CONFIG.inter_op_threads):
+                 inter_op_threads: int | None = DEFAULT_CONFIG.inter_op_threads,
+                 spinning: bool = DEFAULT_CONFIG.spinning):
         self.config = config = OnnxConfig(
             quantize=quantize, threads=threads, batch_size=batch_size, sort_by_length=sort_by_length,
             io_binding=io_binding, optimization=optimization, execution_mode=execution_mode,
-            inter_op_threads=inter_op_threads)
+            inter_op_threads=inter_op_threads, spinning=spinning)
         reason = unavailable_reason(quantize) if path is None else None
         if reason:
             raise ImportError(f"the onnx embedder cannot run here: {reason}")
@@ -231,6 +232,9 @@ class OnnxEmbedder:
         options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[config.execution_mode])
         if config.inter_op_threads is not None:
             options.inter_op_num_threads = config.inter_op_threads
+        if not config.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self.session.get_inputs()]
         unknown = set(self._inputs) - set(INPUTS)

@@ -41,6 +41,9 @@ class OnnxConfig:
         OPTIMIZATION_LEVELS (the file is already fused by the BERT optimizer at export).
     execution_mode, inter_op_threads: "parallel" runs independent graph nodes at once on
         inter_op_threads threads; "sequential" (ONNX Runtime's default) one node at a time.
+    spinning: ONNX Runtime's intra-op threads spin (busy-wait) for the next piece of work
+        instead of sleeping (its default). Spinning saves a wake-up between runs but burns
+        the cores meanwhile, which a process doing other work too (a service) pays for.
     """
 
     quantize: bool
@@ -51,9 +54,10 @@ class OnnxConfig:
     optimization: str
     execution_mode: str
     inter_op_threads: int | None = None
+    spinning: bool = True
 
     def __post_init__(self):
-        for option in ("quantize", "sort_by_length", "io_binding"):
+        for option in ("quantize", "sort_by_length", "io_binding", "spinning"):
             if not isinstance(getattr(self, option), bool):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
         _check_int("threads", self.threads, allow_none=True)
@@ -73,6 +77,8 @@ class OnnxConfig:
                  f"opt={self.optimization}", self.execution_mode]
         if self.inter_op_threads is not None:
             parts.append(f"inter-op={self.inter_op_threads}")
+        if not self.spinning:
+            parts.append("no-spin")
         return " ".join(parts)
 
 

@@ -40,6 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
     parser.add_argument("--embedder", default=SERVICE_EMBEDDER,
                         help="embedder backend (default: qis_lib.embedders.SERVICE_EMBEDDER, else the fastest installed)")
+    parser.add_argument("--embedder-threads", type=int, default=None,
+                        help="the ONNX embedder's intra-op threads (default: one per core)")
+    parser.add_argument("--embedder-spinning", choices=("on", "off"), default="off",
+                        help="ONNX Runtime's threads busy-wait between model calls (its default) or sleep "
+                             "(this service's default: the event loop and the store need the cores meanwhile)")
     parser.add_argument("--batch-max", type=int, default=DEFAULT_MAX_BATCH,
                         help="texts of concurrent requests embedded together, at most this many a model call "
                              "(default: %(default)s)")
@@ -66,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.api_key is None and args.auth is None:
         args.api_key = os.environ.get("QIS_API_KEY") or None
     for name in ("max_body_bytes", "max_connections", "header_timeout", "body_timeout", "max_namespaces", "batch_max",
-                 "threads"):
+                 "threads", "embedder_threads"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.batch_wait_ms <= 1000:
@@ -91,13 +96,14 @@ def main(argv=None, extend=None) -> int:
     except ValueError as exc:
         print(f"routing service not started: {exc}", file=sys.stderr, flush=True)
         return 2
-    from ..embedders import get_embedder
+    from ..embedders import service_embedder
     from ..embedders.batching import BatchingEmbedder
     from .app import create_app
     from .namespaces import Namespaces
     from .server import serve
 
-    embedder = BatchingEmbedder(get_embedder(args.embedder), max_batch=args.batch_max, max_wait_ms=args.batch_wait_ms)
+    model = service_embedder(args.embedder, threads=args.embedder_threads, spinning=args.embedder_spinning == "on")
+    embedder = BatchingEmbedder(model, max_batch=args.batch_max, max_wait_ms=args.batch_wait_ms)
     namespaces = Namespaces(args.store, embedder, limit=args.max_namespaces)
     audit = Audit(args.audit)
     app = create_app(namespaces, api_key=args.api_key, auth=auth, audit=audit, max_body_bytes=args.max_body_bytes,

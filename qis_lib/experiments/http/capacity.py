@@ -88,7 +88,7 @@ def run(connections=(1, 16, 64, 1000), seconds: float = 20.0, packets: int = 100
     embedder = SERVICE_EMBEDDER if embedder is None else embedder  # the service's own, measured alone beside it
     emb = get_embedder(embedder)
     load = {"before": os.getloadavg()}
-    limits = embedding_limits(emb, f"cap-{int(time.time())}")
+    limits = embedding_limits(emb, f"cap-{int(time.time())}", n=512)
     log(f"embedder alone (texts/s): {json.dumps({k: round(v, 1) for k, v in limits.items()})}")
     rows = []
     now = round(time.time(), 3)
