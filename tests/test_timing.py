@@ -159,3 +159,24 @@ def test_paired_difference_rejects_bad_arguments(a, b, unit, message):
     with pytest.raises(ValueError, match=message):
         paired_difference(a, b, unit)
 
+
+
+def test_the_run_clock_reports_this_run_and_flags_a_loaded_start(monkeypatch):
+    from qis_lib import runclock
+
+    loads = iter([0.5, 1.25])
+    monkeypatch.setattr(runclock, "load_1min", lambda: next(loads))
+    quiet = runclock.RunClock()
+    line = quiet.report()
+    assert "0.50 when it started and 1.25 at its end" in line and "shared the cores" not in line
+    loads = iter([3.0, 2.5])
+    loaded = runclock.RunClock()
+    assert "3.00 when it started" in loaded.report() and "shared the cores" in loaded.report()
+
+
+def test_the_clients_drop_an_idle_connection_before_the_service_does():
+    """A pooled connection the service has just closed is a ReadError for the request written on it."""
+    from qis_lib.serve.server import KEEP_ALIVE_S
+    from qis_lib.stores.http import KEEPALIVE_EXPIRY_S, client_limits
+
+    assert client_limits(4).keepalive_expiry == KEEPALIVE_EXPIRY_S < KEEP_ALIVE_S

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from ..core.packet import OutcomePacket
 from ..core.router import Hit, Synthesis
-from ..stores.http import MAX_BATCH, answer_of, client_options, server_ms_of, tls_verify
+from ..stores.http import MAX_BATCH, answer_of, client_limits, client_options, server_ms_of, tls_verify
 from .client import _check_packets, _hits, _packet, packet_body, query_body, synthesis_of, synthesize_body
 
 
@@ -33,7 +33,7 @@ class AsyncServiceClient:
         import httpx
 
         self.url, self.timeout, headers = client_options(url, api_key, timeout, ca_file)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        limits = client_limits(max_connections)
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                        limits=limits, verify=tls_verify(ca_file))
         self._httpx = httpx

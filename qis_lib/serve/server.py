@@ -22,7 +22,7 @@ import resource
 FILES_KEPT = 256  # open files left for the store, the model and logs when the connections are bounded
 MAX_CONNECTIONS_CAP = 8192
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-KEEP_ALIVE_S = 5
+KEEP_ALIVE_S = 5  # above the clients' KEEPALIVE_EXPIRY_S (qis_lib.stores.http), so they drop an idle connection first
 
 
 def open_files_limit() -> int:

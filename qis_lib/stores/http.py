@@ -112,6 +112,21 @@ def answer_error(where: str, code: int, detail: str, retry_after: str | None = N
     return ServiceError(message)
 
 
+# A pooled connection idle this long is closed by the client, well before the service closes its
+# idle kept-alive connections (qis_lib.serve.server.KEEP_ALIVE_S, 5 s): a request written on a
+# connection just as the service closes it is a ReadError, and one process driving 1,000 agents
+# on one event loop can leave a connection idle for seconds.
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+def client_limits(max_connections: int):
+    """The httpx pool limits of both clients of the service."""
+    import httpx
+
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                        keepalive_expiry=KEEPALIVE_EXPIRY_S)
+
+
 def client_options(url: Any, api_key: str | None, timeout: Any,
                    ca_file: str | os.PathLike | None = None) -> tuple[str, float, dict[str, str]]:
     """The checked url (no trailing /), timeout and headers a client of the service sends (the
@@ -160,7 +175,7 @@ class ServiceClient:
         import httpx
 
         self.url, self.timeout, headers = client_options(url, api_key, timeout, ca_file)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        limits = client_limits(max_connections)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(self.timeout),
                                   limits=limits, verify=tls_verify(ca_file))
         self._httpx = httpx

@@ -4,7 +4,8 @@
 
 A service (`--auth` on, the real embedder unless told otherwise, a memory store holding
 `packets` packets) and three phases, each `queries` questions asked one at a time by the
-victim agent (its own key, the default limits), every question new (no cache hit):
+victim agent (its own key, the default limits; at most 10 questions a second, within them),
+every question new (no cache hit):
 
 - `alone`: nothing else runs;
 - `flood, default limits`: a flooder process (`flood_threads` threads, one key with the
@@ -76,9 +77,17 @@ def _flooder(url: str, key: str, threads: int, stop, counts) -> None:
     router.close()
 
 
-def _victim(router, run: str, queries: int) -> list[float]:
+VICTIM_RATE_PER_S = 10.0  # half the default agent limit (20/s): the victim keeps within its own key's limits
+
+
+def _victim(router, run: str, queries: int, rate_per_s: float = VICTIM_RATE_PER_S) -> list[float]:
+    """`queries` new questions, one at a time, started at most `rate_per_s` a second."""
     latencies = []
+    first = time.perf_counter()
     for j in range(queries):
+        wait = first + j / rate_per_s - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
         text = f"victim asks {run}-{j}: {problem(run, 7, j)}"
         start = time.perf_counter()
         router.query(text, top_k=5)
