@@ -21,7 +21,7 @@ outputs and those of the two code cells before it) summarises that table, so bot
 among its values. This catches a summary computed over other rows than the ones it names.
 
 `check_notebook(path)` returns the findings of one notebook. Run this file to print every
-finding of notebooks/ and README.md (`readme_figures`), grouped by file, and every allowed figure.
+finding of notebooks/, README.md and docs/*.md (`readme_figures`), grouped by file, and every allowed figure.
 """
 from __future__ import annotations
 
@@ -237,9 +237,10 @@ def main(root: Path) -> int:
     from readme_figures import check_readme, readme_allowed
 
     notebooks = sorted((root / "notebooks").glob("*.ipynb"))
-    findings = [f for nb in notebooks for f in check_notebook(nb)] + check_readme(root / "README.md", root)
+    pages = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+    findings = [f for nb in notebooks for f in check_notebook(nb)] + [f for p in pages for f in check_readme(p, root)]
     print(grouped(findings) or "no findings")
-    for allowed in [a for nb in notebooks for a in allowed_figures(nb)] + readme_allowed(root / "README.md")[0]:
+    for allowed in [a for nb in notebooks for a in allowed_figures(nb)] + [a for p in pages for a in readme_allowed(p)[0]]:
         print(allowed)
     print(f"{len(findings)} findings")
     return 1 if findings else 0

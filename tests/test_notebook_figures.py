@@ -259,10 +259,19 @@ def test_the_readme_states_only_figures_its_sources_hold():
     expected_failure_or_clean(check_readme(ROOT / "README.md", ROOT), "README.md", README_REWRITTEN, "README_REWRITTEN")
 
 
+@pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_the_docs_pages_state_only_figures_their_sources_hold(page):
+    """The measurement pages the README links to are read as the README is: each figure held by
+    the notebook or results file its part names."""
+    findings = check_readme(page, ROOT)
+    assert not findings, f"{len(findings)} findings:\n{grouped(findings)}"
+
+
 def test_every_allowed_figure_is_shown_with_its_reason():
     """Allowed figures are reviewable: every run prints them (-s) and warns with the full list."""
     allowed = [a for nb in sorted((ROOT / "notebooks").glob("*.ipynb")) for a in allowed_figures(nb)]
     allowed += readme_allowed(ROOT / "README.md")[0]
+    allowed += [a for page in sorted((ROOT / "docs").glob("*.md")) for a in readme_allowed(page)[0]]
     assert all(a.why.split(": ", 1)[1].strip() for a in allowed)
     if allowed:
         listing = "\n".join(map(str, allowed))

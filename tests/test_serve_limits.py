@@ -89,7 +89,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_changes_nothing(tmp_p
     assert not any(secret in (tmp_path / "audit.jsonl").read_text() for secret in (ALICE, BOB, READER, ADMIN))
 
 
-def test_a_refusal_is_answered_after_its_wait_or_the_refusal_delay_whichever_is_shorter(tmp_path, monkeypatch):
+def test_a_refusal_is_answered_after_the_refusal_delay(tmp_path, monkeypatch):
     import qis_lib.serve.access as access
 
     slept = []
@@ -100,13 +100,13 @@ def test_a_refusal_is_answered_after_its_wait_or_the_refusal_delay_whichever_is_
     monkeypatch.setattr(access.anyio, "sleep", sleep)
     creds = Credentials.parse(json.loads(keys_file(tmp_path / "k.json",
                                                    alice_limits={"rate_per_s": 0.1, "burst": 1}).read_text()))
-    for delay in (0.25, 30.0):
+    for delay in (0.25, 3.0):
         slept.clear()
         client = TestClient(create_app(Namespaces("memory://", HashEmbedder(), limit=2), auth=creds,
                                        refusal_delay=delay))
         statuses = [client.get("/v1/whoami", headers={"X-API-Key": ALICE}).status_code for _ in range(2)]
         assert statuses == [200, 429]
-        assert slept == [pytest.approx(min(delay, 10.0), abs=0.5)]  # one token per 10 s, less the time taken
+        assert slept == [delay]  # whatever the wait the key needs (one token per 10 s): Retry-After says that
 
 
 class BlockingEmbedder(HashEmbedder):

@@ -62,8 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
                         help="seconds a request's body may take after its headers (default: %(default)s)")
     parser.add_argument("--refusal-delay", type=float, default=DEFAULT_REFUSAL_DELAY_S,
-                        help="a request over its key's limits is answered 429 after min(Retry-After, this) seconds, "
-                             "so a client retrying at once cannot turn refusals into load; 0: at once "
+                        help="a request over its key's limits is answered 429 after this many seconds, so a client "
+                             "retrying at once cannot turn refusals into load; 0: at once "
                              "(default: %(default)s)")
     parser.add_argument("--max-namespaces", type=int, default=64)
     parser.add_argument("--log-level", default="info")

@@ -4,7 +4,8 @@ must not hold the service (too large, too slow).
 `Access` (ASGI middleware) runs before any endpoint of /v1 (and of anything mounted under a
 protected prefix): it reads the key (`X-API-Key: K` or `Authorization: Bearer K`), finds its
 credential (401 if none), applies the key's limits (429 with Retry-After, answered after
-that wait or `refusal_delay`, whichever is shorter), and puts the
+`refusal_delay`: a runaway client that retries at once makes one refused request per delay and
+connection, not hundreds a second that each cost the service a request's work), and puts the
 `Caller` in the request's state for the endpoints. Paths outside the protected prefixes
 (/health, /docs, /openapi.json) need no key and hold no data.
 
@@ -30,7 +31,7 @@ from .gate import OPEN, Caller
 PROTECTED = ("/v1", "/mcp")
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a request's body must arrive within this many seconds of its headers
-# A request over its key's limits is answered 429 after min(Retry-After, this) seconds, so a client
+# A request over its key's limits is answered 429 after this many seconds, so a client
 # that retries at once sends a few refused requests a second instead of hundreds of them.
 DEFAULT_REFUSAL_DELAY_S = 1.0
 _X_API_KEY = API_KEY_HEADER.lower().encode()
@@ -104,7 +105,7 @@ class Access:
         wait = self.limiter.admit(cred)
         if wait is not None:
             self.audit.record(caller, f"{scope['method']} {scope['path']}", 429)
-            await anyio.sleep(min(wait, self.refusal_delay))  # not in flight meanwhile: no slot is held
+            await anyio.sleep(self.refusal_delay)  # not in flight meanwhile: no slot is held
             limits = cred.limits
             return await _answer(send, 429, f"key {cred.id!r} is over its limits ({limits.max_concurrent} requests at "
                                             f"once, {limits.rate_per_s}/s); retry after {wait:.2f}s",
